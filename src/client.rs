@@ -1,0 +1,131 @@
+//! Outbound calls to a foreign gateway's `border` over mTLS.
+//!
+//! The gateway, the demo and `xborder fetch` call foreign gateways with the
+//! identity in `identity.client_certificate`. One connection per
+//! [`BorderClient::connect`]; HTTP/2 when the server offers it by ALPN,
+//! else HTTP/1.1.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::server::Body;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP exchange failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("`{0}` is not a valid server name")]
+    ServerName(String),
+}
+
+/// A client that speaks to foreign gateways as one identity.
+#[derive(Clone)]
+pub struct BorderClient {
+    tls: Arc<ClientConfig>,
+}
+
+/// One open connection to a gateway.
+pub enum Connection {
+    Http1(hyper::client::conn::http1::SendRequest<Body>),
+    Http2(hyper::client::conn::http2::SendRequest<Body>),
+}
+
+impl BorderClient {
+    pub fn new(tls: Arc<ClientConfig>) -> Self {
+        Self { tls }
+    }
+
+    /// Opens an mTLS connection to `addr`, checking its certificate for `server_name`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<Connection, ClientError> {
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|_| ClientError::ServerName(server_name.to_owned()))?;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        let tls = TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|source| ClientError::Handshake { addr, source })?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        if h2 {
+            let (send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            Ok(Connection::Http2(send))
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(conn);
+            Ok(Connection::Http1(send))
+        }
+    }
+}
+
+impl Connection {
+    /// Sends one request; the response body streams as it arrives.
+    pub async fn send(
+        &mut self,
+        mut request: Request<Body>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        match self {
+            Self::Http1(send) => {
+                if !request.headers().contains_key(http::header::HOST) {
+                    request.headers_mut().insert(
+                        http::header::HOST,
+                        http::HeaderValue::from_static("localhost"),
+                    );
+                }
+                send.ready().await?;
+                Ok(send.send_request(request).await?)
+            }
+            Self::Http2(send) => {
+                send.ready().await?;
+                Ok(send.send_request(request).await?)
+            }
+        }
+    }
+
+    pub fn is_http2(&self) -> bool {
+        matches!(self, Self::Http2(_))
+    }
+}
+
+/// Reads a whole response body; for small bodies (JSON, problems) only.
+pub async fn collect(
+    response: Response<Incoming>,
+) -> Result<(http::response::Parts, Bytes), ClientError> {
+    let (parts, body) = response.into_parts();
+    Ok((parts, body.collect().await?.to_bytes()))
+}
+
+/// A request with an empty body.
+pub fn get(uri: http::Uri) -> Request<Body> {
+    let mut request = Request::new(crate::server::full(Bytes::new()));
+    *request.uri_mut() = uri;
+    request
+}

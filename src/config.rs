@@ -1,0 +1,589 @@
+//! The gateway's configuration: one TOML file, parsed into typed values.
+//!
+//! Loading checks the structure of the file (unknown keys, durations,
+//! addresses, identities, routes) and reports every problem at once, each
+//! naming the file and the key. Files the configuration points to
+//! (certificates, keys, CRLs) are read and checked by [`crate::tls`]; `xborder
+//! config check` and `xborder serve` run both before any port is bound.
+//! Relative paths are resolved against the directory of the file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::category::Category;
+use crate::identity::{Jurisdiction, SpiffeId, TrustDomain};
+
+/// A validated gateway configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub file: PathBuf,
+    /// Our own jurisdiction: the data holder's side of the border.
+    pub jurisdiction: Jurisdiction,
+    /// Where the embedded store keeps its files.
+    pub data_dir: PathBuf,
+    pub listeners: Listeners,
+    pub identity: IdentityFiles,
+    pub timeouts: Timeouts,
+    /// How often certificate, key and CRL files are checked for changes.
+    pub reload_interval: Duration,
+    /// Trust anchors by jurisdiction.
+    pub trust: BTreeMap<Jurisdiction, TrustAnchor>,
+    /// SPIFFE IDs allowed on the admin listener.
+    pub admins: Vec<SpiffeId>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Listeners {
+    /// Foreign peers, mTLS.
+    pub border: SocketAddr,
+    /// Our reviewers and operators, mTLS with admin identities.
+    pub admin: Option<SocketAddr>,
+    /// Probes and metrics, plain HTTP.
+    pub ops: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug)]
+pub struct IdentityFiles {
+    /// Our server certificate chain (PEM, leaf first).
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// The certificate our gateway presents on its own outbound calls.
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A TLS handshake must finish within this.
+    pub tls_handshake: Duration,
+    /// A request's headers must arrive within this (slowloris).
+    pub header_read: Duration,
+    /// A connection with no request in flight and no bytes moving is closed after this.
+    pub idle: Duration,
+    pub upstream_connect: Duration,
+    /// On SIGTERM, in-flight exchanges get this long to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            tls_handshake: Duration::from_secs(10),
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            upstream_connect: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One jurisdiction's CA, the SPIFFE trust domain bound to it, and its CRLs.
+#[derive(Clone, Debug)]
+pub struct TrustAnchor {
+    pub trust_domain: TrustDomain,
+    pub ca: PathBuf,
+    pub crls: Vec<PathBuf>,
+}
+
+/// A path prefix on the border listener served by a local upstream.
+///
+/// `/v1/data/subscriber/x?y` under prefix `/v1/data/subscriber` and upstream
+/// `http://127.0.0.1:8081/base` goes to `http://127.0.0.1:8081/base/x?y`.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub prefix: String,
+    pub upstream: http::Uri,
+    pub category: Category,
+}
+
+impl Route {
+    /// The rest of `path` after this route's prefix, if the prefix matches on
+    /// a segment boundary (`/v1/data` matches `/v1/data/x`, not `/v1/database`).
+    pub fn strip<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let rest = path.strip_prefix(self.prefix.as_str())?;
+        (rest.is_empty() || rest.starts_with('/') || self.prefix == "/").then_some(rest)
+    }
+}
+
+/// Paths the gateway serves itself; routes may not shadow them.
+const RESERVED_PREFIXES: [&str; 2] = ["/v1/requests", "/v1/transfers"];
+
+/// One problem in a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// The dotted key, e.g. `timeouts.idle` or `trust.FI.ca`; empty for the whole file.
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.problem)
+        } else {
+            write!(
+                f,
+                "{}: `{}`: {}",
+                self.file.display(),
+                self.key,
+                self.problem
+            )
+        }
+    }
+}
+
+/// Every problem found in a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, err) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{err}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and validates `file`, reporting every problem found.
+    pub fn load(file: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.to_owned(),
+                key: String::new(),
+                problem: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Validates `text` as if read from `file` (which anchors relative paths).
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        let mut errors = Errors {
+            file: file.to_owned(),
+            list: Vec::new(),
+        };
+        let mut unknown = Vec::new();
+        let raw: Result<raw::Config, _> = toml::de::Deserializer::parse(text)
+            .and_then(|de| serde_ignored::deserialize(de, |path| unknown.push(path.to_string())));
+        for key in unknown {
+            errors.push(key, "unknown key");
+        }
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => {
+                errors.push("", e.to_string().trim_end());
+                return Err(ConfigErrors(errors.list));
+            }
+        };
+        let base = file.parent().unwrap_or(Path::new("."));
+        let config = Validator {
+            base,
+            errors: &mut errors,
+        }
+        .config(raw);
+        match config {
+            Some(config) if errors.list.is_empty() => Ok(Config {
+                file: file.to_owned(),
+                ..config
+            }),
+            _ => Err(ConfigErrors(errors.list)),
+        }
+    }
+
+    /// The trust anchor for our own jurisdiction, which the admin listener uses.
+    pub fn own_anchor(&self) -> Option<&TrustAnchor> {
+        self.trust.get(&self.jurisdiction)
+    }
+
+    /// An error about `key` in this file, for checks that run after loading.
+    pub fn error(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+struct Errors {
+    file: PathBuf,
+    list: Vec<ConfigError>,
+}
+
+impl Errors {
+    fn push(&mut self, key: impl Into<String>, problem: impl fmt::Display) {
+        self.list.push(ConfigError {
+            file: self.file.clone(),
+            key: key.into(),
+            problem: problem.to_string(),
+        });
+    }
+}
+
+/// Turns the raw file into typed values, collecting every error.
+struct Validator<'a> {
+    base: &'a Path,
+    errors: &'a mut Errors,
+}
+
+impl Validator<'_> {
+    fn config(&mut self, raw: raw::Config) -> Option<Config> {
+        let jurisdiction = self.parse::<Jurisdiction>("jurisdiction", &raw.jurisdiction);
+        let listeners = self.listeners(raw.listeners);
+        let identity = IdentityFiles {
+            certificate: self.path(&raw.identity.certificate),
+            key: self.path(&raw.identity.key),
+            client_certificate: raw
+                .identity
+                .client_certificate
+                .as_deref()
+                .map(|p| self.path(p)),
+            client_key: raw.identity.client_key.as_deref().map(|p| self.path(p)),
+        };
+        if identity.client_certificate.is_some() != identity.client_key.is_some() {
+            self.errors.push(
+                "identity.client_key",
+                "`identity.client_certificate` and `identity.client_key` go together",
+            );
+        }
+        let timeouts = self.timeouts(raw.timeouts.unwrap_or_default());
+        let reload_interval = raw
+            .reload
+            .and_then(|r| r.interval)
+            .map_or(Some(Duration::from_secs(5)), |s| {
+                self.duration("reload.interval", &s)
+            });
+        let trust = self.trust(raw.trust);
+        let admins = self.admins(raw.admin.unwrap_or_default(), jurisdiction.as_ref(), &trust);
+        let routes = self.routes(raw.routes);
+
+        if let Some(j) = &jurisdiction
+            && listeners.as_ref().is_some_and(|l| l.admin.is_some())
+            && !trust.contains_key(j)
+        {
+            self.errors.push(
+                format!("trust.{j}"),
+                "the admin listener needs a trust anchor for our own jurisdiction",
+            );
+        }
+        Some(Config {
+            file: PathBuf::new(),
+            jurisdiction: jurisdiction?,
+            data_dir: self.path(&raw.data_dir),
+            listeners: listeners?,
+            identity,
+            timeouts: timeouts?,
+            reload_interval: reload_interval?,
+            trust,
+            admins,
+            routes,
+        })
+    }
+
+    fn parse<T>(&mut self, key: &str, value: &str) -> Option<T>
+    where
+        T: std::str::FromStr,
+        T::Err: fmt::Display,
+    {
+        value
+            .parse()
+            .map_err(|e| self.errors.push(key, format!("{e}")))
+            .ok()
+    }
+
+    fn path(&self, value: &str) -> PathBuf {
+        self.base.join(value)
+    }
+
+    fn duration(&mut self, key: &str, value: &str) -> Option<Duration> {
+        match humantime::parse_duration(value) {
+            Ok(d) if d.is_zero() => {
+                self.errors.push(key, "must be longer than zero");
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.errors.push(
+                    key,
+                    format!("`{value}` is not a duration ({e}); write e.g. \"10s\" or \"1m 30s\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn listeners(&mut self, raw: raw::Listeners) -> Option<Listeners> {
+        let border = self.parse::<SocketAddr>("listeners.border", &raw.border);
+        let admin = raw
+            .admin
+            .map(|a| self.parse::<SocketAddr>("listeners.admin", &a));
+        let ops = raw
+            .ops
+            .map(|a| self.parse::<SocketAddr>("listeners.ops", &a));
+        // Two listeners on one address cannot both bind; port 0 means "any free port".
+        let mut seen: HashMap<SocketAddr, &str> = HashMap::new();
+        for (name, addr) in [
+            ("border", border),
+            ("admin", admin.flatten()),
+            ("ops", ops.flatten()),
+        ] {
+            let Some(addr) = addr.filter(|a| a.port() != 0) else {
+                continue;
+            };
+            if let Some(other) = seen.insert(addr, name) {
+                self.errors.push(
+                    format!("listeners.{name}"),
+                    format!("{addr} is also the address of `listeners.{other}`"),
+                );
+            }
+        }
+        Some(Listeners {
+            border: border?,
+            admin: admin.map(|a| a.ok_or(())).transpose().ok()?,
+            ops: ops.map(|a| a.ok_or(())).transpose().ok()?,
+        })
+    }
+
+    fn timeouts(&mut self, raw: raw::Timeouts) -> Option<Timeouts> {
+        let defaults = Timeouts::default();
+        let mut one = |key: &str, value: Option<String>, default: Duration| match value {
+            None => Some(default),
+            Some(v) => self.duration(&format!("timeouts.{key}"), &v),
+        };
+        let t = (
+            one("tls_handshake", raw.tls_handshake, defaults.tls_handshake),
+            one("header_read", raw.header_read, defaults.header_read),
+            one("idle", raw.idle, defaults.idle),
+            one(
+                "upstream_connect",
+                raw.upstream_connect,
+                defaults.upstream_connect,
+            ),
+            one(
+                "shutdown_grace",
+                raw.shutdown_grace,
+                defaults.shutdown_grace,
+            ),
+        );
+        Some(Timeouts {
+            tls_handshake: t.0?,
+            header_read: t.1?,
+            idle: t.2?,
+            upstream_connect: t.3?,
+            shutdown_grace: t.4?,
+        })
+    }
+
+    fn trust(&mut self, raw: BTreeMap<String, raw::Trust>) -> BTreeMap<Jurisdiction, TrustAnchor> {
+        let mut trust = BTreeMap::new();
+        let mut domains: HashMap<TrustDomain, Jurisdiction> = HashMap::new();
+        if raw.is_empty() {
+            self.errors.push(
+                "trust",
+                "no trust anchors: add a [trust.<CC>] table per jurisdiction",
+            );
+        }
+        for (cc, anchor) in raw {
+            let Some(jurisdiction) = self.parse::<Jurisdiction>(&format!("trust.{cc}"), &cc) else {
+                continue;
+            };
+            let key = format!("trust.{cc}.trust_domain");
+            let Some(trust_domain) = self.parse::<TrustDomain>(&key, &anchor.trust_domain) else {
+                continue;
+            };
+            if let Some(other) = domains.insert(trust_domain.clone(), jurisdiction.clone()) {
+                self.errors.push(
+                    key,
+                    format!("trust domain {trust_domain} is already bound to `trust.{other}`"),
+                );
+            }
+            let crls = anchor.crls.iter().map(|p| self.path(p)).collect();
+            trust.insert(
+                jurisdiction,
+                TrustAnchor {
+                    trust_domain,
+                    ca: self.path(&anchor.ca),
+                    crls,
+                },
+            );
+        }
+        trust
+    }
+
+    fn admins(
+        &mut self,
+        raw: raw::Admin,
+        jurisdiction: Option<&Jurisdiction>,
+        trust: &BTreeMap<Jurisdiction, TrustAnchor>,
+    ) -> Vec<SpiffeId> {
+        let own_domain = jurisdiction
+            .and_then(|j| trust.get(j))
+            .map(|a| &a.trust_domain);
+        let mut admins = Vec::new();
+        for (i, id) in raw.identities.iter().enumerate() {
+            let key = format!("admin.identities[{i}]");
+            let Some(id) = self.parse::<SpiffeId>(&key, id) else {
+                continue;
+            };
+            if let Some(domain) = own_domain
+                && id.trust_domain() != domain
+            {
+                self.errors.push(
+                    key,
+                    format!("{id} is outside our own trust domain {domain}: admins are ours"),
+                );
+                continue;
+            }
+            admins.push(id);
+        }
+        admins
+    }
+
+    fn routes(&mut self, raw: Vec<raw::Route>) -> Vec<Route> {
+        let mut routes: Vec<Route> = Vec::new();
+        for (i, route) in raw.into_iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            let prefix = route.prefix;
+            let prefix_ok = prefix.starts_with('/')
+                && (prefix == "/" || !prefix.ends_with('/'))
+                && !prefix.split('/').any(|s| s == "." || s == "..")
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#' && b != b'%');
+            if !prefix_ok {
+                self.errors.push(
+                    key("prefix"),
+                    format!("`{prefix}` is not a path prefix (starts with `/`, no trailing `/`, no `..`, `?`, `%`)"),
+                );
+            } else if let Some(reserved) = RESERVED_PREFIXES
+                .iter()
+                .find(|r| r.starts_with(prefix.as_str()) || prefix.starts_with(*r))
+            {
+                self.errors.push(
+                    key("prefix"),
+                    format!("`{prefix}` overlaps `{reserved}`, which the gateway serves itself"),
+                );
+            } else if routes.iter().any(|r| r.prefix == prefix) {
+                self.errors
+                    .push(key("prefix"), format!("`{prefix}` is already routed"));
+            }
+            let upstream = match route.upstream.parse::<http::Uri>() {
+                Ok(uri)
+                    if uri.scheme_str() == Some("http")
+                        && uri.host().is_some()
+                        && uri.query().is_none() =>
+                {
+                    Some(uri)
+                }
+                Ok(_) => {
+                    self.errors.push(key("upstream"), format!("`{}` is not an http:// URL with a host and no query (upstreams are local, plain HTTP)", route.upstream));
+                    None
+                }
+                Err(e) => {
+                    self.errors.push(
+                        key("upstream"),
+                        format!("`{}` is not a URL: {e}", route.upstream),
+                    );
+                    None
+                }
+            };
+            let category = self.parse::<Category>(&key("category"), &route.category);
+            if let (Some(upstream), Some(category)) = (upstream, category) {
+                routes.push(Route {
+                    prefix,
+                    upstream,
+                    category,
+                });
+            }
+        }
+        routes
+    }
+}
+
+/// The file as written, before validation.
+mod raw {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct Config {
+        pub jurisdiction: String,
+        pub data_dir: String,
+        pub listeners: Listeners,
+        pub identity: Identity,
+        pub timeouts: Option<Timeouts>,
+        pub reload: Option<Reload>,
+        #[serde(default)]
+        pub trust: BTreeMap<String, Trust>,
+        pub admin: Option<Admin>,
+        #[serde(default)]
+        pub routes: Vec<Route>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Listeners {
+        pub border: String,
+        pub admin: Option<String>,
+        pub ops: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Identity {
+        pub certificate: String,
+        pub key: String,
+        pub client_certificate: Option<String>,
+        pub client_key: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    pub struct Timeouts {
+        pub tls_handshake: Option<String>,
+        pub header_read: Option<String>,
+        pub idle: Option<String>,
+        pub upstream_connect: Option<String>,
+        pub shutdown_grace: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Reload {
+        pub interval: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Trust {
+        pub trust_domain: String,
+        pub ca: String,
+        #[serde(default)]
+        pub crls: Vec<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    pub struct Admin {
+        #[serde(default)]
+        pub identities: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Route {
+        pub prefix: String,
+        pub upstream: String,
+        pub category: String,
+    }
+}
+
+#[cfg(test)]
+mod tests;

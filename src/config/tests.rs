@@ -1,0 +1,144 @@
+use super::*;
+
+const GOOD: &str = r#"
+jurisdiction = "EE"
+data_dir = "data"
+
+[listeners]
+border = "127.0.0.1:8443"
+admin = "127.0.0.1:8444"
+ops = "127.0.0.1:9090"
+
+[identity]
+certificate = "gateway.pem"
+key = "gateway-key.pem"
+
+[trust.EE]
+trust_domain = "ee.xborder.test"
+ca = "ca.pem"
+
+[trust.FI]
+trust_domain = "fi.xborder.test"
+ca = "../fi/ca.pem"
+crls = ["../fi/ca.crl"]
+
+[admin]
+identities = ["spiffe://ee.xborder.test/admin/operator"]
+
+[[routes]]
+prefix = "/v1/data/subscriber"
+upstream = "http://127.0.0.1:8081/subscriber"
+category = "subscriber"
+"#;
+
+fn load(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(Path::new("/etc/xborder/gateway.toml"), text)
+}
+
+fn keys(err: ConfigErrors) -> Vec<String> {
+    err.0.into_iter().map(|e| e.key).collect()
+}
+
+#[test]
+fn a_good_file_resolves_paths_against_its_directory() {
+    let config = load(GOOD).unwrap();
+    assert_eq!(config.data_dir, Path::new("/etc/xborder/data"));
+    let fi: Jurisdiction = "FI".parse().unwrap();
+    assert_eq!(config.trust[&fi].ca, Path::new("/etc/xborder/../fi/ca.pem"));
+    assert_eq!(config.timeouts, Timeouts::default());
+    assert_eq!(config.routes[0].strip("/v1/data/subscriber/x"), Some("/x"));
+    assert_eq!(config.routes[0].strip("/v1/data/subscriber"), Some(""));
+    assert_eq!(config.routes[0].strip("/v1/data/subscribers"), None);
+}
+
+#[test]
+fn every_unknown_key_is_named() {
+    let text = GOOD.replace(
+        "[listeners]",
+        "colour = \"red\"\n[listeners]\nbordr = \"x\"",
+    );
+    let err = load(&text).unwrap_err();
+    assert_eq!(keys(err.clone()), vec!["colour", "listeners.bordr"]);
+    assert!(
+        err.to_string()
+            .contains("/etc/xborder/gateway.toml: `colour`: unknown key")
+    );
+}
+
+#[test]
+fn bad_durations_and_addresses_are_all_reported() {
+    let text = format!("{GOOD}\n[timeouts]\nidle = \"5 parsecs\"\nheader_read = \"0s\"\n")
+        .replace("127.0.0.1:9090", "localhost");
+    let err = load(&text).unwrap_err();
+    let mut keys = keys(err);
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec!["listeners.ops", "timeouts.header_read", "timeouts.idle"]
+    );
+}
+
+#[test]
+fn two_listeners_on_one_address_are_refused() {
+    let text = GOOD.replace("127.0.0.1:9090", "127.0.0.1:8443");
+    let err = load(&text).unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(err.0[0].key, "listeners.ops");
+    assert!(err.0[0].problem.contains("listeners.border"));
+    // Ephemeral ports never collide.
+    let text = GOOD
+        .replace("127.0.0.1:9090", "127.0.0.1:0")
+        .replace("127.0.0.1:8443", "127.0.0.1:0");
+    assert!(load(&text).is_ok());
+}
+
+#[test]
+fn routes_are_checked() {
+    let text = format!(
+        "{GOOD}\n[[routes]]\nprefix = \"/v1/requests\"\nupstream = \"https://x\"\ncategory = \"Content\"\n\
+         [[routes]]\nprefix = \"/v1/data/subscriber\"\nupstream = \"http://127.0.0.1:1\"\ncategory = \"traffic\"\n"
+    );
+    let err = load(&text).unwrap_err();
+    assert_eq!(
+        keys(err),
+        vec![
+            "routes[1].prefix",
+            "routes[1].upstream",
+            "routes[1].category",
+            "routes[2].prefix"
+        ]
+    );
+}
+
+#[test]
+fn identities_and_trust_are_typed() {
+    let text = GOOD
+        .replace(
+            "spiffe://ee.xborder.test/admin/operator",
+            "spiffe://fi.xborder.test/admin/x",
+        )
+        .replace(
+            "trust_domain = \"fi.xborder.test\"",
+            "trust_domain = \"ee.xborder.test\"",
+        )
+        .replace("jurisdiction = \"EE\"", "jurisdiction = \"Estonia\"");
+    let mut keys = keys(load(&text).unwrap_err());
+    keys.sort();
+    assert_eq!(keys, vec!["jurisdiction", "trust.FI.trust_domain"]);
+}
+
+#[test]
+fn admins_must_be_ours() {
+    let text = GOOD.replace(
+        "spiffe://ee.xborder.test/admin/operator",
+        "spiffe://fi.xborder.test/admin/x",
+    );
+    assert_eq!(keys(load(&text).unwrap_err()), vec!["admin.identities[0]"]);
+}
+
+#[test]
+fn a_type_error_names_its_key() {
+    let text = GOOD.replace("data_dir = \"data\"", "data_dir = 7");
+    let err = load(&text).unwrap_err();
+    assert!(err.to_string().contains("data_dir"), "{err}");
+}

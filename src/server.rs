@@ -1,0 +1,240 @@
+//! The gateway's listeners and their lifecycle.
+//!
+//! [`Gateway::bind`] checks every file and binds every listener, so a bad
+//! configuration fails before any port answers. [`Gateway::run`] serves until
+//! its shutdown future resolves, then stops accepting, lets in-flight
+//! exchanges finish within `timeouts.shutdown_grace`, and returns.
+//!
+//! The listeners are thin adapters: `border` (foreign peers, mTLS) and
+//! `admin` (our operators, mTLS) share the connection handling in [`conn`];
+//! `ops` is plain HTTP for probes and metrics.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigErrors};
+use crate::metrics::{self, ListenerMetrics};
+use crate::tls::{self, ServerTls};
+
+mod admin;
+mod border;
+mod conn;
+mod ops;
+mod proxy;
+
+pub use proxy::{CATEGORY_HEADER, JURISDICTION_HEADER, PEER_HEADER};
+
+/// The body type of every response the gateway writes.
+pub type Body = BoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed()
+}
+
+/// Which TLS listener a connection arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    Border,
+    Admin,
+}
+
+impl Listener {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Border => "border",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// What the listeners share.
+pub(crate) struct Shared {
+    pub config: Arc<Config>,
+    pub tls: watch::Receiver<Arc<ServerTls>>,
+    pub registry: prometheus::Registry,
+    pub listener_metrics: ListenerMetrics,
+    pub upstream: proxy::Upstream,
+    /// Cancelled when shutdown begins: connections finish what is in flight.
+    pub draining: CancellationToken,
+    /// Cancelled when the grace period is over: connections close at once.
+    pub closing: CancellationToken,
+}
+
+/// A gateway with its configuration checked and its listeners bound.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    tls_tx: watch::Sender<Arc<ServerTls>>,
+    border: TcpListener,
+    admin: Option<TcpListener>,
+    ops: Option<TcpListener>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot bind `listeners.{listener}` to {addr}: {source}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot use `data_dir` {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl Gateway {
+    /// Checks every file `config` names, prepares the data directory, and
+    /// binds every listener.
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let snapshot = ServerTls::load(&config).map_err(ConfigErrors)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let bind = |listener: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    listener,
+                    addr,
+                    source,
+                })
+        };
+        let border = bind("border", config.listeners.border).await?;
+        let admin = match config.listeners.admin {
+            Some(addr) => Some(bind("admin", addr).await?),
+            None => None,
+        };
+        let ops = match config.listeners.ops {
+            Some(addr) => Some(bind("ops", addr).await?),
+            None => None,
+        };
+
+        let registry = prometheus::Registry::new();
+        metrics::register_build_info(&registry)?;
+        let listener_metrics = ListenerMetrics::register(&registry)?;
+        let (tls_tx, tls_rx) = watch::channel(Arc::new(snapshot));
+        let upstream = proxy::Upstream::new(config.timeouts.upstream_connect);
+        let shared = Arc::new(Shared {
+            config: Arc::new(config),
+            tls: tls_rx,
+            registry,
+            listener_metrics,
+            upstream,
+            draining: CancellationToken::new(),
+            closing: CancellationToken::new(),
+        });
+        Ok(Self {
+            shared,
+            tls_tx,
+            border,
+            admin,
+            ops,
+        })
+    }
+
+    pub fn border_addr(&self) -> SocketAddr {
+        local_addr(&self.border)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(local_addr)
+    }
+
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(local_addr)
+    }
+
+    /// Serves until `shutdown` resolves, then drains within the grace period.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Self {
+            shared,
+            tls_tx,
+            border,
+            admin,
+            ops,
+        } = self;
+        let stop_accepting = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let acceptors = TaskTracker::new();
+
+        tracing::info!(listener = "border", addr = %local_addr(&border), "listening");
+        acceptors.spawn(conn::accept_loop(
+            border,
+            Listener::Border,
+            shared.clone(),
+            stop_accepting.clone(),
+            connections.clone(),
+        ));
+        if let Some(admin) = admin {
+            tracing::info!(listener = "admin", addr = %local_addr(&admin), "listening");
+            acceptors.spawn(conn::accept_loop(
+                admin,
+                Listener::Admin,
+                shared.clone(),
+                stop_accepting.clone(),
+                connections.clone(),
+            ));
+        }
+        if let Some(ops) = ops {
+            tracing::info!(listener = "ops", addr = %local_addr(&ops), "listening");
+            acceptors.spawn(ops::serve(ops, shared.clone(), stop_accepting.clone()));
+        }
+        acceptors.spawn(tls::reload::run(
+            shared.config.clone(),
+            tls_tx,
+            stop_accepting.clone(),
+        ));
+
+        shutdown.await;
+        let grace = shared.config.timeouts.shutdown_grace;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: no new connections, draining in-flight exchanges"
+        );
+        stop_accepting.cancel();
+        shared.draining.cancel();
+        acceptors.close();
+        acceptors.wait().await;
+        connections.close();
+        if tokio::time::timeout(grace, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = connections.len(),
+                "grace period over; closing the connections still open"
+            );
+            shared.closing.cancel();
+            connections.wait().await;
+        } else {
+            tracing::info!("drained; all exchanges finished");
+        }
+    }
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("a bound TCP listener has a local address")
+}

@@ -1,0 +1,96 @@
+//! The `ops` listener: plain HTTP for orchestrator probes and Prometheus.
+//!
+//! `/healthz` answers while the process serves; `/readyz` once every listener
+//! is bound (true by construction: this runs only after `Gateway::bind`) and
+//! the data directory is writable; `/metrics` is the registry.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{Body, Shared, full};
+use crate::error::Problem;
+use crate::metrics;
+
+pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(listener = "ops", error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, request)) }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10));
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+    if request.method() != Method::GET {
+        return Problem::RouteNotFound.response();
+    }
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
+        "/readyz" => {
+            if shared.draining.is_cancelled() {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting down\n".to_owned(),
+                );
+            }
+            match data_dir_writable(&shared.config.data_dir) {
+                Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
+                Err(e) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("data_dir not writable: {e}\n"),
+                ),
+            }
+        }
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, metrics::render(&shared.registry));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        _ => Problem::RouteNotFound.response(),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response
+}
+
+fn data_dir_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    tempfile::Builder::new()
+        .prefix(".readyz-")
+        .tempfile_in(dir)
+        .map(drop)
+}

@@ -1,0 +1,216 @@
+//! Reverse proxy from a border route to its local upstream, streaming both
+//! ways: request and response bodies are passed through frame by frame,
+//! never collected.
+//!
+//! Hop-by-hop headers are dropped in both directions. The upstream learns who
+//! is asking from `x-xborder-*` headers that only the gateway sets: any the
+//! peer sent are removed first, so the data service can trust them.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::Body;
+use crate::config::Route;
+use crate::error::Problem;
+use crate::identity::PeerIdentity;
+
+/// Headers set for the upstream from the verified peer identity.
+pub const PEER_HEADER: &str = "x-xborder-peer";
+pub const JURISDICTION_HEADER: &str = "x-xborder-jurisdiction";
+pub const CATEGORY_HEADER: &str = "x-xborder-category";
+const GATEWAY_HEADER_PREFIX: &str = "x-xborder-";
+
+/// A pooled HTTP client for the local upstreams.
+pub(crate) struct Upstream {
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Upstream {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self { client }
+    }
+
+    /// Sends `request` to `route`'s upstream and streams back its response.
+    pub async fn forward(
+        &self,
+        route: &Route,
+        peer: &PeerIdentity,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, Problem> {
+        let (mut parts, body) = request.into_parts();
+        let rest = route.strip(parts.uri.path()).unwrap_or_default();
+        parts.uri = upstream_uri(&route.upstream, rest, parts.uri.query())?;
+        parts.version = http::Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.retain_not_prefixed(GATEWAY_HEADER_PREFIX);
+        parts.headers.remove(header::HOST);
+        let headers = &mut parts.headers;
+        headers.insert(
+            HeaderName::from_static(PEER_HEADER),
+            header_value(peer.spiffe_id.as_str())?,
+        );
+        headers.insert(
+            HeaderName::from_static(JURISDICTION_HEADER),
+            header_value(peer.jurisdiction.as_str())?,
+        );
+        headers.insert(
+            HeaderName::from_static(CATEGORY_HEADER),
+            header_value(route.category.as_str())?,
+        );
+
+        let response = self
+            .client
+            .request(Request::from_parts(parts, body))
+            .await
+            .map_err(|e| Problem::UpstreamUnavailable(Box::new(e)))?;
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed(),
+        ))
+    }
+}
+
+fn header_value(value: &str) -> Result<HeaderValue, Problem> {
+    HeaderValue::from_str(value).map_err(|e| Problem::Internal(Box::new(e)))
+}
+
+/// `base` with `rest` appended to its path and `query` as its query.
+fn upstream_uri(base: &Uri, rest: &str, query: Option<&str>) -> Result<Uri, Problem> {
+    let base_path = base.path().trim_end_matches('/');
+    let mut path_and_query = format!("{base_path}{rest}");
+    if path_and_query.is_empty() {
+        path_and_query.push('/');
+    }
+    if let Some(q) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|e| Problem::Internal(Box::new(e)))?,
+    );
+    Uri::from_parts(parts).map_err(|e| Problem::Internal(Box::new(e)))
+}
+
+/// Removes the headers RFC 9110 §7.6.1 says a proxy must not forward.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+trait RetainNotPrefixed {
+    fn retain_not_prefixed(&mut self, prefix: &str);
+}
+
+impl RetainNotPrefixed for HeaderMap {
+    fn retain_not_prefixed(&mut self, prefix: &str) {
+        let doomed: Vec<HeaderName> = self
+            .keys()
+            .filter(|k| k.as_str().starts_with(prefix))
+            .cloned()
+            .collect();
+        for name in doomed {
+            self.remove(name);
+        }
+    }
+}
+
+/// Whether `path` is free of dot segments and encoded separators, which an
+/// upstream might resolve differently from our prefix match.
+pub(super) fn is_canonical(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let encoded = ["%2e", "%2f", "%5c", "%00"]
+        .iter()
+        .any(|e| lower.contains(e));
+    !encoded && !path.contains('\\') && !path.split('/').any(|s| s == "." || s == "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_paths_join_prefix_rest_and_query() {
+        let base: Uri = "http://127.0.0.1:8081/subscriber".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&base, "/x", Some("a=1")).unwrap(),
+            "http://127.0.0.1:8081/subscriber/x?a=1"
+        );
+        assert_eq!(
+            upstream_uri(&base, "", None).unwrap(),
+            "http://127.0.0.1:8081/subscriber"
+        );
+        let root: Uri = "http://127.0.0.1:8081".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&root, "", None).unwrap(),
+            "http://127.0.0.1:8081/"
+        );
+    }
+
+    #[test]
+    fn dot_segments_and_encoded_separators_are_not_canonical() {
+        assert!(is_canonical("/v1/data/subscriber/x"));
+        for bad in [
+            "/v1/data/../admin",
+            "/v1/data/%2e%2e/x",
+            "/v1/data%2Fx",
+            "/a/./b",
+            "/a\\b",
+        ] {
+            assert!(!is_canonical(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key(header::CONTENT_TYPE));
+    }
+}

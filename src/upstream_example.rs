@@ -1,0 +1,116 @@
+//! A small built-in data service, standing in for a company's own behind the
+//! gateway in `xborder demo` and in tests.
+//!
+//! - `GET /subscriber/{target}`: a JSON subscriber record, naming who asked
+//!   (from the gateway's `x-xborder-*` headers).
+//! - `GET /bytes/{n}`: `n` bytes of a fixed pattern, streamed in 64 KiB chunks.
+//! - `POST /echo`: the request body streamed back as it arrives.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::{Body, full};
+
+const CHUNK: usize = 64 * 1024;
+
+/// Byte `i` of the `/bytes/{n}` pattern, so a receiver can check what it got.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+/// Serves on `listener` until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(|r| async move { Ok::<_, Infallible>(handle(r)) });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Binds `addr` and serves in the background; returns the bound address.
+pub async fn spawn(addr: SocketAddr, stop: CancellationToken) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(serve(listener, stop));
+    Ok(bound)
+}
+
+fn handle(request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    match (request.method().clone(), path.as_str()) {
+        (Method::GET, p) if p.starts_with("/subscriber/") => {
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let body = serde_json::json!({
+                "target": &p["/subscriber/".len()..],
+                "name": "Mari Maasikas",
+                "customer_since": "2019-04-01",
+                "asked_by": header(crate::server::PEER_HEADER),
+                "asked_from": header(crate::server::JURISDICTION_HEADER),
+                "category": header(crate::server::CATEGORY_HEADER),
+            });
+            let mut response = Response::new(full(body.to_string()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        (Method::GET, p) if p.starts_with("/bytes/") => match p["/bytes/".len()..].parse::<u64>() {
+            Ok(n) => Response::new(pattern(n)),
+            Err(_) => status(StatusCode::BAD_REQUEST),
+        },
+        (Method::POST, "/echo") => Response::new(request.into_body().map_err(Into::into).boxed()),
+        _ => status(StatusCode::NOT_FOUND),
+    }
+}
+
+fn status(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+/// `n` pattern bytes, produced chunk by chunk as the receiver reads.
+fn pattern(n: u64) -> Body {
+    let chunks = stream::unfold(0u64, move |sent| async move {
+        (sent < n).then(|| {
+            let len = (n - sent).min(CHUNK as u64);
+            let chunk: Vec<u8> = (sent..sent + len).map(pattern_byte).collect();
+            (
+                Ok::<_, Infallible>(Frame::data(Bytes::from(chunk))),
+                sent + len,
+            )
+        })
+    });
+    StreamBody::new(chunks)
+        .map_err(|e: Infallible| match e {})
+        .boxed()
+}
