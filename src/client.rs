@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -34,6 +34,8 @@ pub enum ClientError {
     },
     #[error("HTTP exchange failed: {0}")]
     Http(#[from] hyper::Error),
+    #[error("connection closed by the server: {0}")]
+    Closed(String),
     #[error("`{0}` is not a valid server name")]
     ServerName(String),
 }
@@ -45,7 +47,15 @@ pub struct BorderClient {
 }
 
 /// One open connection to a gateway.
-pub enum Connection {
+pub struct Connection {
+    sender: Sender,
+    /// Why the connection ended, once it has: a refusal by the server shows
+    /// up here (under TLS 1.3 a client learns of it only on its first read).
+    ended: tokio::sync::watch::Receiver<Option<String>>,
+    server_certificate: Option<CertificateDer<'static>>,
+}
+
+enum Sender {
     Http1(hyper::client::conn::http1::SendRequest<Body>),
     Http2(hyper::client::conn::http2::SendRequest<Body>),
 }
@@ -72,17 +82,36 @@ impl BorderClient {
             .await
             .map_err(|source| ClientError::Handshake { addr, source })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let server_certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .map(|cert| cert.clone().into_owned());
         let io = TokioIo::new(tls);
-        if h2 {
+        let (ended_tx, ended) = tokio::sync::watch::channel(None);
+        let report = move |result: Result<(), hyper::Error>| {
+            let why = match result {
+                Ok(()) => "closed".to_owned(),
+                Err(e) => error_chain(&e),
+            };
+            ended_tx.send_replace(Some(why));
+        };
+        let sender = if h2 {
             let (send, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-            tokio::spawn(conn);
-            Ok(Connection::Http2(send))
+            tokio::spawn(async move { report(conn.await) });
+            Sender::Http2(send)
         } else {
             let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
-            tokio::spawn(conn);
-            Ok(Connection::Http1(send))
-        }
+            tokio::spawn(async move { report(conn.await) });
+            Sender::Http1(send)
+        };
+        Ok(Connection {
+            sender,
+            ended,
+            server_certificate,
+        })
     }
 }
 
@@ -90,10 +119,27 @@ impl Connection {
     /// Sends one request; the response body streams as it arrives.
     pub async fn send(
         &mut self,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        match self.try_send(request).await {
+            Ok(response) => Ok(response),
+            Err(e) => {
+                // Prefer the connection's own reason (a TLS alert) to "channel closed".
+                let wait = self.ended.wait_for(Option::is_some);
+                match tokio::time::timeout(std::time::Duration::from_secs(1), wait).await {
+                    Ok(Ok(why)) => Err(ClientError::Closed(why.clone().unwrap_or_default())),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    async fn try_send(
+        &mut self,
         mut request: Request<Body>,
     ) -> Result<Response<Incoming>, ClientError> {
-        match self {
-            Self::Http1(send) => {
+        match &mut self.sender {
+            Sender::Http1(send) => {
                 if !request.headers().contains_key(http::header::HOST) {
                     request.headers_mut().insert(
                         http::header::HOST,
@@ -103,16 +149,45 @@ impl Connection {
                 send.ready().await?;
                 Ok(send.send_request(request).await?)
             }
-            Self::Http2(send) => {
+            Sender::Http2(send) => {
                 send.ready().await?;
                 Ok(send.send_request(request).await?)
             }
         }
     }
 
-    pub fn is_http2(&self) -> bool {
-        matches!(self, Self::Http2(_))
+    /// The leaf certificate the server presented.
+    pub fn server_certificate(&self) -> Option<&CertificateDer<'static>> {
+        self.server_certificate.as_ref()
     }
+
+    /// Whether the connection has ended (closed by either side or failed).
+    pub fn is_closed(&self) -> bool {
+        self.ended.borrow().is_some()
+    }
+
+    /// Waits until the connection ends; returns why.
+    pub async fn closed(&mut self) -> String {
+        match self.ended.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => "closed".to_owned(),
+        }
+    }
+
+    pub fn is_http2(&self) -> bool {
+        matches!(self.sender, Sender::Http2(_))
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Reads a whole response body; for small bodies (JSON, problems) only.

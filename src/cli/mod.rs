@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod config;
 pub mod demo;
+pub mod example_upstream;
 pub mod pki;
 pub mod serve;
 
@@ -42,6 +43,8 @@ enum Command {
     Pki(pki::PkiCommand),
     /// Walk through one exchange on loopback with a throwaway PKI.
     Demo(demo::DemoArgs),
+    /// Serve the built-in example data service, for trying routes out.
+    ExampleUpstream(example_upstream::ExampleUpstreamArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Config(cmd) => config::run(cmd),
         Command::Pki(cmd) => pki::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::ExampleUpstream(args) => example_upstream::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

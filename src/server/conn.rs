@@ -141,10 +141,6 @@ async fn connection(stream: TcpStream, remote: SocketAddr, kind: Listener, share
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.timeouts.header_read);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(shared.config.timeouts.idle / 2));
     let served = builder.serve_connection(io, service);
     tokio::pin!(served);
 

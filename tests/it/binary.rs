@@ -1,0 +1,291 @@
+//! The `xborder` binary as an operator runs it: config check, serve, SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use http::StatusCode;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use xborder::pki::LeafSpec;
+use xborder::upstream_example::{self, pattern_byte};
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_xborder");
+
+fn check(config: &std::path::Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_check_names_every_bad_key_and_its_file() {
+    let world = World::new();
+    let upstream: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let good = world.config_text(upstream);
+    world.write("ee/gateway.toml", &good);
+    let (ok, stderr) = check(&world.path("ee/gateway.toml"));
+    assert!(ok, "{stderr}");
+
+    // Structure: every problem at once.
+    let bad = good
+        .replace("[listeners]", "colour = \"red\"\n[listeners]")
+        .replace("idle = \"2s\"", "idle = \"2 fortnights-ish\"")
+        .replace("ops = \"127.0.0.1:0\"", "ops = \"127.0.0.1:7000\"")
+        .replace("admin = \"127.0.0.1:0\"", "admin = \"127.0.0.1:7000\"");
+    world.write("ee/bad.toml", &bad);
+    let (ok, stderr) = check(&world.path("ee/bad.toml"));
+    assert!(!ok);
+    let file = world.path("ee/bad.toml").display().to_string();
+    for key in [
+        "`colour`: unknown key",
+        "`timeouts.idle`",
+        "`listeners.ops`",
+    ] {
+        assert!(
+            stderr.contains(&format!("{file}: {key}")),
+            "missing {key} in:\n{stderr}"
+        );
+    }
+
+    // Files: missing, unreadable as PEM, and a key that is not the certificate's.
+    let stranger = world
+        .ee
+        .issue(&LeafSpec::server(spiffe(
+            "spiffe://ee.xborder.test/gateway",
+        )))
+        .unwrap();
+    world.write("ee/stranger-key.pem", &stranger.key_pem());
+    world.write("ee/garbage.crl", "this is not a CRL");
+    let bad = good
+        .replace("key = \"gateway-key.pem\"", "key = \"stranger-key.pem\"")
+        .replace("ca = \"../fi/ca.pem\"", "ca = \"../fi/missing.pem\"")
+        .replace("crls = [\"ca.crl\"]", "crls = [\"garbage.crl\"]");
+    world.write("ee/files.toml", &bad);
+    let (ok, stderr) = check(&world.path("ee/files.toml"));
+    assert!(!ok);
+    for needle in [
+        "`identity.key`: ",
+        "does not match the certificate in `identity.certificate`",
+        "`trust.FI.ca`: ",
+        "missing.pem: cannot read",
+        "`trust.EE.crls[0]`: ",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn serve_exits_on_a_bad_config_before_binding_any_port() {
+    let world = World::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = world
+        .config_text("127.0.0.1:9".parse().unwrap())
+        .replace(
+            "border = \"127.0.0.1:0\"",
+            &format!("border = \"127.0.0.1:{port}\""),
+        )
+        .replace("shutdown_grace = \"20s\"", "shutdown_grace = \"soon\"");
+    world.write("ee/gateway.toml", &text);
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(world.path("ee/gateway.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`timeouts.shutdown_grace`"), "{stderr}");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "port was bound"
+    );
+}
+
+/// A gateway process with its JSON log lines streamed to the test.
+struct Served {
+    child: Child,
+    logs: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Served {
+    fn start(config: &std::path::Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            logs,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line matching `pred`.
+    fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(found) = self.seen.iter().find(|v| pred(v)) {
+            return found.clone();
+        }
+        loop {
+            let line = self
+                .logs
+                .recv_timeout(Duration::from_secs(20))
+                .expect("log line in time");
+            self.seen.push(line.clone());
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    fn listening(&mut self, listener: &str) -> SocketAddr {
+        let line = self.wait_for(|v| {
+            v["fields"]["message"] == "listening" && v["fields"]["listener"] == listener
+        });
+        line["fields"]["addr"].as_str().unwrap().parse().unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit; returns success and every remaining log line.
+    fn wait(mut self) -> (bool, Vec<Value>) {
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.logs.iter());
+        (status.success(), std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_64_mib_transfer_lets_it_finish_and_exits_zero() {
+    let world = World::new();
+    let stop = CancellationToken::new();
+    let upstream = upstream_example::spawn(loopback(), stop.clone())
+        .await
+        .unwrap();
+    world.config(upstream);
+    let mut served = Served::start(&world.path("ee/gateway.toml"));
+    let border = served.listening("border");
+
+    // A refusal is logged once, with its reason and the peer's address.
+    let now = OffsetDateTime::now_utc();
+    let expired = world
+        .fi
+        .issue(
+            &LeafSpec::client(spiffe("spiffe://fi.xborder.test/agency/police")).valid(
+                now - time::Duration::days(30),
+                now - time::Duration::days(1),
+            ),
+        )
+        .unwrap();
+    let refused_at = assert_refused(&world.client(Some(&expired)), border).await;
+    assert!(!refused_at.is_empty());
+
+    let total: u64 = 64 * 1024 * 1024;
+    let client = world.client(Some(&world.fi_police()));
+    let mut conn = client.connect(border, "localhost").await.unwrap();
+    let response = conn
+        .send(xborder::client::get(
+            format!("/v1/data/content/bytes/{total}").parse().unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    let mut hash = Sha256::new();
+    let mut expected = Sha256::new();
+    let mut signalled = false;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.unwrap().into_data() else {
+            continue;
+        };
+        let chunk: Vec<u8> = (received..received + data.len() as u64)
+            .map(pattern_byte)
+            .collect();
+        expected.update(&chunk);
+        hash.update(&data);
+        received += data.len() as u64;
+        if !signalled && received >= 4 * 1024 * 1024 {
+            served.signal("TERM");
+            signalled = true;
+            served.wait_for(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("shutting down"))
+            });
+            // No new connections once shutdown has begun.
+            assert!(
+                client.connect(border, "localhost").await.is_err(),
+                "accepted during shutdown"
+            );
+        }
+    }
+    assert!(signalled);
+    assert_eq!(received, total, "transfer cut short by shutdown");
+    assert_eq!(hash.finalize(), expected.finalize());
+
+    let (ok, logs) = tokio::task::spawn_blocking(move || served.wait())
+        .await
+        .unwrap();
+    assert!(ok, "exit status not 0");
+    assert!(
+        logs.iter()
+            .any(|v| v["fields"]["message"] == "drained; all exchanges finished")
+    );
+    let refusals: Vec<&Value> = logs
+        .iter()
+        .filter(|v| v["fields"]["message"] == "connection refused")
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    let fields = &refusals[0]["fields"];
+    assert_eq!(
+        fields["reason"],
+        "certificate expired (claimed SPIFFE ID spiffe://fi.xborder.test/agency/police)"
+    );
+    assert!(fields["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(fields["listener"], "border");
+    stop.cancel();
+}

@@ -1,0 +1,10 @@
+//! Integration tests: real TLS on loopback sockets, real files, the real binary.
+//!
+//! One test binary with modules, sharing the harness in `support`.
+
+mod admin_ops;
+mod binary;
+mod border;
+mod pki;
+mod reload;
+mod support;
