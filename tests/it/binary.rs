@@ -289,3 +289,99 @@ async fn sigterm_during_a_64_mib_transfer_lets_it_finish_and_exits_zero() {
     assert_eq!(fields["listener"], "border");
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_certificates_at_once() {
+    let world = World::new();
+    // A long interval: only SIGHUP can explain a prompt reload.
+    let text = world
+        .config_text("127.0.0.1:9".parse().unwrap())
+        .replace("interval = \"100ms\"", "interval = \"1h\"");
+    world.write("ee/gateway.toml", &text);
+    let mut served = Served::start(&world.path("ee/gateway.toml"));
+    let border = served.listening("border");
+    let client = world.client(Some(&world.fi_police()));
+    let before = client.connect(border, "localhost").await.unwrap();
+    assert_eq!(
+        before.server_certificate(),
+        Some(&world.gateway_cert.cert_der())
+    );
+
+    let renewed = world
+        .ee
+        .issue(&LeafSpec::server(spiffe(
+            "spiffe://ee.xborder.test/gateway",
+        )))
+        .unwrap();
+    world.write("ee/gateway-key.pem", &renewed.key_pem());
+    world.write("ee/gateway.pem", &renewed.cert_pem());
+    served.signal("HUP");
+    served.wait_for(|v| v["fields"]["message"] == "TLS certificates reloaded");
+    let after = client.connect(border, "localhost").await.unwrap();
+    assert_eq!(after.server_certificate(), Some(&renewed.cert_der()));
+    served.signal("TERM");
+    let (ok, _) = tokio::task::spawn_blocking(move || served.wait())
+        .await
+        .unwrap();
+    assert!(ok);
+}
+
+#[test]
+fn the_demo_walks_through_and_exits_zero() {
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("GET /v1/data/subscriber/372-5550123 -> 200 OK"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"asked_by\":\"spiffe://fi.xborder.test/gateway\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("route_not_found"), "{stdout}");
+    assert!(
+        stdout.contains("refused: ") && stdout.contains("CertificateRequired"),
+        "{stdout}"
+    );
+}
+
+/// The example configs in `config/` stay in step with the schema and with `certs/`.
+#[test]
+fn example_configs_load_and_name_existing_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let config = xborder::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut files = vec![
+            config.identity.certificate.clone(),
+            config.identity.key.clone(),
+        ];
+        for anchor in config.trust.values() {
+            files.push(anchor.ca.clone());
+            files.extend(anchor.crls.iter().cloned());
+        }
+        for file in files {
+            assert!(
+                file.is_file(),
+                "{}: {} is missing",
+                path.display(),
+                file.display()
+            );
+        }
+        seen += 1;
+    }
+    assert!(
+        seen >= 2,
+        "expected the example configs in {}",
+        dir.display()
+    );
+}

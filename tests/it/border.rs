@@ -360,6 +360,24 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     gateway.shutdown().await;
 }
 
+/// A client that connects and never starts its handshake is cut after `timeouts.tls_handshake` (2 s).
+#[tokio::test]
+async fn a_silent_client_is_cut_after_the_handshake_timeout() {
+    let world = World::new();
+    let gateway = Running::start(&world).await;
+    let mut silent = tokio::net::TcpStream::connect(gateway.border)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "not cut: {read:?}");
+    let timeouts = gateway
+        .metric(r#"xborder_tls_handshakes_total{listener="border",result="timeout"}"#)
+        .await;
+    assert_eq!(timeouts, Some(1.0));
+    gateway.shutdown().await;
+}
+
 /// Garbage, half handshakes and certificate-less peers, 200 of them, then a good peer.
 #[tokio::test]
 async fn after_a_burst_of_bad_connections_a_good_peer_is_served() {

@@ -1,0 +1,375 @@
+//! `xborder pki dev`'s file set: per jurisdiction a CA, CRL, gateway, client
+//! and admin certificates, an age identity and a runnable `gateway.toml`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use age::secrecy::ExposeSecret as _;
+use time::OffsetDateTime;
+
+use super::{DevCa, Issued, LeafSpec, PkiError};
+use crate::identity::{Jurisdiction, SpiffeId};
+
+/// Writes a development set for `jurisdictions` into `out_dir`, one
+/// directory per jurisdiction (`<out_dir>/ee/`): CA, CRL, gateway server and
+/// client certificates, an admin client certificate, an age identity, and a
+/// `gateway.toml` that trusts every CA of the set. Existing files are
+/// replaced; see [`dev_set_paths`] to check first.
+///
+/// Each file is written atomically, keys with mode 0600 from the start.
+pub fn write_dev_set(
+    out_dir: &Path,
+    jurisdictions: &[Jurisdiction],
+) -> Result<Vec<WrittenFile>, PkiError> {
+    for (i, jurisdiction) in jurisdictions.iter().enumerate() {
+        if jurisdictions[..i].contains(jurisdiction) {
+            return Err(PkiError::DuplicateJurisdiction(jurisdiction.clone()));
+        }
+    }
+    let ports = free_ports(jurisdictions.len())?;
+    // Everything is generated before anything is written, so a failure to
+    // generate leaves the directory as it was.
+    let parties = jurisdictions
+        .iter()
+        .zip(&ports)
+        .map(|(jurisdiction, ports)| {
+            let config = gateway_toml(jurisdiction, jurisdictions, ports);
+            Party::new(jurisdiction, config)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut written = Vec::new();
+    for party in &parties {
+        let dir = dev_set_dir(out_dir, party.ca.jurisdiction());
+        fs::create_dir_all(&dir).map_err(|source| PkiError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        for file in DevFile::ALL {
+            let path = dir.join(file.name());
+            write_atomic(&path, party.render(file).as_bytes(), file.secret())?;
+            written.push(WrittenFile {
+                path,
+                what: file.what(),
+                secret: file.secret(),
+            });
+        }
+    }
+    Ok(written)
+}
+
+/// The directory of `jurisdiction`'s files in a dev set: `<out_dir>/ee`.
+pub fn dev_set_dir(out_dir: &Path, jurisdiction: &Jurisdiction) -> PathBuf {
+    out_dir.join(jurisdiction.as_str().to_ascii_lowercase())
+}
+
+/// The paths [`write_dev_set`] would write, in the same order.
+pub fn dev_set_paths(out_dir: &Path, jurisdictions: &[Jurisdiction]) -> Vec<PathBuf> {
+    jurisdictions
+        .iter()
+        .flat_map(|jurisdiction| {
+            let dir = dev_set_dir(out_dir, jurisdiction);
+            DevFile::ALL.map(|file| dir.join(file.name()))
+        })
+        .collect()
+}
+
+/// One file that [`write_dev_set`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenFile {
+    pub path: PathBuf,
+    /// What the file is, for people: "gateway server key".
+    pub what: &'static str,
+    /// A secret is written with mode 0600.
+    pub secret: bool,
+}
+
+/// The files of one jurisdiction's dev set.
+#[derive(Clone, Copy)]
+enum DevFile {
+    CaCert,
+    CaKey,
+    CaCrl,
+    GatewayCert,
+    GatewayKey,
+    ClientCert,
+    ClientKey,
+    AdminCert,
+    AdminKey,
+    AgeIdentity,
+    AgeRecipient,
+    GatewayConfig,
+}
+
+impl DevFile {
+    const ALL: [Self; 12] = [
+        Self::CaCert,
+        Self::CaKey,
+        Self::CaCrl,
+        Self::GatewayCert,
+        Self::GatewayKey,
+        Self::ClientCert,
+        Self::ClientKey,
+        Self::AdminCert,
+        Self::AdminKey,
+        Self::AgeIdentity,
+        Self::AgeRecipient,
+        Self::GatewayConfig,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::CaCert => "ca.pem",
+            Self::CaKey => "ca-key.pem",
+            Self::CaCrl => "ca.crl",
+            Self::GatewayCert => "gateway.pem",
+            Self::GatewayKey => "gateway-key.pem",
+            Self::ClientCert => "client.pem",
+            Self::ClientKey => "client-key.pem",
+            Self::AdminCert => "admin.pem",
+            Self::AdminKey => "admin-key.pem",
+            Self::AgeIdentity => "age-identity.txt",
+            Self::AgeRecipient => "age-recipient.txt",
+            Self::GatewayConfig => "gateway.toml",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::CaCert => "CA certificate",
+            Self::CaKey => "CA key",
+            Self::CaCrl => "CA revocation list (empty)",
+            Self::GatewayCert => "gateway server certificate",
+            Self::GatewayKey => "gateway server key",
+            Self::ClientCert => "gateway client certificate (outbound identity)",
+            Self::ClientKey => "gateway client key",
+            Self::AdminCert => "admin client certificate",
+            Self::AdminKey => "admin client key",
+            Self::AgeIdentity => "age identity (decrypts received payloads)",
+            Self::AgeRecipient => "age recipient (public key)",
+            Self::GatewayConfig => "gateway config",
+        }
+    }
+
+    fn secret(self) -> bool {
+        matches!(
+            self,
+            Self::CaKey | Self::GatewayKey | Self::ClientKey | Self::AdminKey | Self::AgeIdentity
+        )
+    }
+}
+
+/// Everything one jurisdiction's party needs, made before anything is written.
+struct Party {
+    ca: DevCa,
+    crl: String,
+    gateway: Issued,
+    client: Issued,
+    admin: Issued,
+    age: age::x25519::Identity,
+    created: OffsetDateTime,
+    config: String,
+}
+
+impl Party {
+    fn new(jurisdiction: &Jurisdiction, config: String) -> Result<Self, PkiError> {
+        let ca = DevCa::new(jurisdiction)?;
+        let spiffe_id = |path| {
+            SpiffeId::new(ca.trust_domain(), path)
+                .expect("a dev trust domain and a constant path make a valid SPIFFE ID")
+        };
+        // The client certificate carries the gateway's own identity: it is
+        // who a foreign gateway sees when this one calls out.
+        let gateway = ca.issue(&LeafSpec::server(spiffe_id("gateway")))?;
+        let client = ca.issue(&LeafSpec::client(spiffe_id("gateway")))?;
+        let admin = ca.issue(&LeafSpec::client(spiffe_id("admin/operator")))?;
+        Ok(Self {
+            crl: ca.crl_pem(&[])?,
+            ca,
+            gateway,
+            client,
+            admin,
+            age: age::x25519::Identity::generate(),
+            created: OffsetDateTime::now_utc(),
+            config,
+        })
+    }
+
+    fn render(&self, file: DevFile) -> String {
+        match file {
+            DevFile::CaCert => self.ca.cert_pem(),
+            DevFile::CaKey => self.ca.key_pem(),
+            DevFile::CaCrl => self.crl.clone(),
+            DevFile::GatewayCert => self.gateway.cert_pem(),
+            DevFile::GatewayKey => self.gateway.key_pem(),
+            DevFile::ClientCert => self.client.cert_pem(),
+            DevFile::ClientKey => self.client.key_pem(),
+            DevFile::AdminCert => self.admin.cert_pem(),
+            DevFile::AdminKey => self.admin.key_pem(),
+            // The layout age-keygen writes, so `age -i` reads it as is.
+            DevFile::AgeIdentity => format!(
+                "# created: {}\n# public key: {}\n{}\n",
+                rfc3339_seconds(self.created),
+                self.age.to_public(),
+                self.age.to_string().expose_secret(),
+            ),
+            DevFile::AgeRecipient => format!("{}\n", self.age.to_public()),
+            DevFile::GatewayConfig => self.config.clone(),
+        }
+    }
+}
+
+/// The ports of one gateway's listeners and of its example upstream.
+struct Ports {
+    border: u16,
+    admin: u16,
+    ops: u16,
+    upstream: u16,
+}
+
+/// Four free loopback ports per gateway. Every listener stays bound until
+/// all are chosen, so the OS cannot hand out the same port twice.
+fn free_ports(gateways: usize) -> Result<Vec<Ports>, PkiError> {
+    let listeners = (0..gateways * 4)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(PkiError::FreePort)?;
+    let ports = listeners
+        .iter()
+        .map(|listener| listener.local_addr().map(|addr| addr.port()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(PkiError::FreePort)?;
+    Ok(ports
+        .chunks_exact(4)
+        .map(|p| Ports {
+            border: p[0],
+            admin: p[1],
+            ops: p[2],
+            upstream: p[3],
+        })
+        .collect())
+}
+
+/// `own`'s gateway config, trusting every CA of `set` (paths relative to the
+/// config file, so the set can be moved as a whole).
+fn gateway_toml(own: &Jurisdiction, set: &[Jurisdiction], ports: &Ports) -> String {
+    let mut trust = String::new();
+    for peer in set {
+        let prefix = if peer == own {
+            String::new()
+        } else {
+            format!("../{}/", peer.as_str().to_ascii_lowercase())
+        };
+        trust.push_str(&format!(
+            "\n[trust.{peer}]\ntrust_domain = \"{domain}\"\nca = \"{prefix}ca.pem\"\ncrls = [\"{prefix}ca.crl\"]\n",
+            domain = peer.dev_trust_domain(),
+        ));
+    }
+    let Ports {
+        border,
+        admin,
+        ops,
+        upstream,
+    } = ports;
+    let domain = own.dev_trust_domain();
+    format!(
+        r#"# xborder gateway for {own}, made by `xborder pki dev`.
+# Development only. Paths are relative to this file's directory.
+jurisdiction = "{own}"
+# Where the gateway keeps its state.
+data_dir = "data"
+
+# border: foreign peers (mTLS); admin: reviewers and operators (mTLS);
+# ops: /metrics, /healthz, /readyz (plain HTTP).
+[listeners]
+border = "127.0.0.1:{border}"
+admin = "127.0.0.1:{admin}"
+ops = "127.0.0.1:{ops}"
+
+# The gateway's own certificates: the server one for its listeners, the
+# client one when it calls a foreign gateway.
+[identity]
+certificate = "gateway.pem"
+key = "gateway-key.pem"
+client_certificate = "client.pem"
+client_key = "client-key.pem"
+
+# How long each phase of a connection may take.
+[timeouts]
+tls_handshake = "10s"
+header_read = "10s"
+idle = "60s"
+upstream_connect = "5s"
+shutdown_grace = "30s"
+
+# How often certificate, key and CRL files are checked for changes.
+[reload]
+interval = "5s"
+
+# SPIFFE IDs allowed on the admin listener.
+[admin]
+identities = ["spiffe://{domain}/admin/operator"]
+
+# One CA per jurisdiction, each bound to its trust domain, with its CRLs.
+{trust}
+# Border paths proxied to the local data service. The upstream is where the
+# data service, or `xborder demo`'s example upstream, listens.
+[[routes]]
+prefix = "/v1/data/subscriber"
+upstream = "http://127.0.0.1:{upstream}/subscriber"
+category = "subscriber"
+"#,
+        trust = trust.trim_start(),
+    )
+}
+
+/// `2025-01-31T12:00:00Z`: what age-keygen writes, without time's
+/// formatting feature.
+fn rfc3339_seconds(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+    )
+}
+
+/// Writes `path` so that a reader sees the old file or the whole new one:
+/// a temporary file in the same directory, fsync, rename, fsync the
+/// directory. A secret's temporary file is created with mode 0600, so its
+/// contents are never readable by others, not even briefly.
+fn write_atomic(path: &Path, contents: &[u8], secret: bool) -> Result<(), PkiError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
+    tmp_name.push(format!(".{}.tmp", hex::encode(rand::random::<[u8; 8]>())));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(if secret { 0o600 } else { 0o644 })
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        // Best effort: the error that matters is the one returned below.
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
