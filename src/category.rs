@@ -44,3 +44,4 @@ impl fmt::Display for Category {
 #[derive(Debug, thiserror::Error)]
 #[error("`{0}` is not a data category (lower-case letters, digits and `_`, e.g. subscriber)")]
 pub struct CategoryError(String);
+serde_as_string!(Category);

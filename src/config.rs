@@ -17,6 +17,8 @@ use serde::Deserialize;
 
 use crate::category::Category;
 use crate::identity::{Jurisdiction, SpiffeId, TrustDomain};
+use crate::policy::{PairPolicy, Policies, RawPairPolicy};
+use crate::review::Role;
 
 /// A validated gateway configuration.
 #[derive(Clone, Debug)]
@@ -34,9 +36,26 @@ pub struct Config {
     pub reload_interval: Duration,
     /// Trust anchors by jurisdiction.
     pub trust: BTreeMap<Jurisdiction, TrustAnchor>,
-    /// SPIFFE IDs allowed on the admin listener.
-    pub admins: Vec<SpiffeId>,
+    /// Identities allowed on the admin listener, with their roles.
+    pub admins: BTreeMap<SpiffeId, Vec<Role>>,
     pub routes: Vec<Route>,
+    /// Grant token keys and claims.
+    pub tokens: TokenFiles,
+    /// Policy per jurisdiction pair.
+    pub policies: Policies,
+}
+
+/// Where the grant token keys are and what the tokens claim.
+#[derive(Clone, Debug)]
+pub struct TokenFiles {
+    /// Ed25519 private key (PKCS#8 PEM) that signs new tokens.
+    pub signing_key: PathBuf,
+    /// Keys that only verify (previous signing keys, during rotation).
+    pub verify_keys: Vec<PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -109,6 +128,17 @@ impl Route {
     pub fn strip<'p>(&self, path: &'p str) -> Option<&'p str> {
         let rest = path.strip_prefix(self.prefix.as_str())?;
         (rest.is_empty() || rest.starts_with('/') || self.prefix == "/").then_some(rest)
+    }
+}
+
+/// A positive duration written as humans do (`10s`, `8h`, `1m 30s`).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "`{value}` is not a duration ({e}); write e.g. \"10s\" or \"8h\""
+        )),
     }
 }
 
@@ -271,6 +301,12 @@ impl Validator<'_> {
         let trust = self.trust(raw.trust);
         let admins = self.admins(raw.admin.unwrap_or_default(), jurisdiction.as_ref(), &trust);
         let routes = self.routes(raw.routes);
+        let own_domain = jurisdiction
+            .as_ref()
+            .and_then(|j| trust.get(j))
+            .map(|a| a.trust_domain.clone());
+        let tokens = self.tokens(raw.tokens, own_domain.as_ref());
+        let policies = self.policies(raw.policy);
 
         if let Some(j) = &jurisdiction
             && listeners.as_ref().is_some_and(|l| l.admin.is_some())
@@ -292,7 +328,83 @@ impl Validator<'_> {
             trust,
             admins,
             routes,
+            tokens: tokens?,
+            policies,
         })
+    }
+
+    fn tokens(
+        &mut self,
+        raw: Option<raw::Tokens>,
+        own_domain: Option<&TrustDomain>,
+    ) -> Option<TokenFiles> {
+        let Some(raw) = raw else {
+            self.errors.push(
+                "tokens",
+                "missing: add [tokens] with `signing_key`, the Ed25519 key that signs grant tokens",
+            );
+            return None;
+        };
+        let issuer = match (raw.issuer, own_domain) {
+            (Some(issuer), _) => issuer,
+            (None, Some(domain)) => format!("spiffe://{domain}/gateway"),
+            (None, None) => {
+                self.errors.push(
+                    "tokens.issuer",
+                    "cannot default without a trust anchor for our own jurisdiction",
+                );
+                return None;
+            }
+        };
+        if issuer.trim().is_empty() {
+            self.errors.push("tokens.issuer", "must not be empty");
+        }
+        let leeway = match raw.leeway {
+            None => Some(Duration::ZERO),
+            Some(text) => match humantime::parse_duration(&text) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.errors
+                        .push("tokens.leeway", format!("`{text}` is not a duration ({e})"));
+                    None
+                }
+            },
+        };
+        Some(TokenFiles {
+            signing_key: self.path(&raw.signing_key),
+            verify_keys: raw.verify_keys.iter().map(|p| self.path(p)).collect(),
+            audience: raw.audience.unwrap_or_else(|| issuer.clone()),
+            issuer,
+            leeway: leeway?,
+        })
+    }
+
+    fn policies(&mut self, raw: BTreeMap<String, BTreeMap<String, RawPairPolicy>>) -> Policies {
+        let mut pairs = Vec::new();
+        for (holder, requesters) in raw {
+            let Some(holder_j) = self.parse::<Jurisdiction>(&format!("policy.{holder}"), &holder)
+            else {
+                continue;
+            };
+            for (requester, raw) in requesters {
+                let prefix = format!("policy.{holder}.{requester}");
+                let Some(requester_j) = self.parse::<Jurisdiction>(&prefix, &requester) else {
+                    continue;
+                };
+                let mut problems = Vec::new();
+                let pair = PairPolicy::from_raw(
+                    holder_j.clone(),
+                    requester_j,
+                    raw,
+                    &mut |key, problem| problems.push((format!("{prefix}.{key}"), problem)),
+                );
+                for (key, problem) in problems {
+                    self.errors.push(key, problem);
+                }
+                pairs.extend(pair);
+            }
+        }
+        Policies::new(pairs)
     }
 
     fn parse<T>(&mut self, key: &str, value: &str) -> Option<T>
@@ -311,20 +423,9 @@ impl Validator<'_> {
     }
 
     fn duration(&mut self, key: &str, value: &str) -> Option<Duration> {
-        match humantime::parse_duration(value) {
-            Ok(d) if d.is_zero() => {
-                self.errors.push(key, "must be longer than zero");
-                None
-            }
-            Ok(d) => Some(d),
-            Err(e) => {
-                self.errors.push(
-                    key,
-                    format!("`{value}` is not a duration ({e}); write e.g. \"10s\" or \"1m 30s\""),
-                );
-                None
-            }
-        }
+        parse_duration(value)
+            .map_err(|e| self.errors.push(key, e))
+            .ok()
     }
 
     fn listeners(&mut self, raw: raw::Listeners) -> Option<Listeners> {
@@ -430,14 +531,14 @@ impl Validator<'_> {
         raw: raw::Admin,
         jurisdiction: Option<&Jurisdiction>,
         trust: &BTreeMap<Jurisdiction, TrustAnchor>,
-    ) -> Vec<SpiffeId> {
+    ) -> BTreeMap<SpiffeId, Vec<Role>> {
         let own_domain = jurisdiction
             .and_then(|j| trust.get(j))
             .map(|a| &a.trust_domain);
-        let mut admins = Vec::new();
-        for (i, id) in raw.identities.iter().enumerate() {
-            let key = format!("admin.identities[{i}]");
-            let Some(id) = self.parse::<SpiffeId>(&key, id) else {
+        let mut admins = BTreeMap::new();
+        for (id, roles) in raw.identities {
+            let key = format!("admin.identities.\"{id}\"");
+            let Some(id) = self.parse::<SpiffeId>(&key, &id) else {
                 continue;
             };
             if let Some(domain) = own_domain
@@ -449,7 +550,22 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            admins.push(id);
+            let mut parsed = Vec::new();
+            for role in roles {
+                match role.parse::<Role>() {
+                    Ok(role) if !parsed.contains(&role) => parsed.push(role),
+                    Ok(_) => {}
+                    Err(e) => self.errors.push(key.clone(), e),
+                }
+            }
+            if parsed.is_empty() {
+                self.errors.push(
+                    key,
+                    "no roles: give one or more of reviewer, approver, operator",
+                );
+                continue;
+            }
+            admins.insert(id, parsed);
         }
         admins
     }
@@ -532,6 +648,19 @@ mod raw {
         pub admin: Option<Admin>,
         #[serde(default)]
         pub routes: Vec<Route>,
+        pub tokens: Option<Tokens>,
+        #[serde(default)]
+        pub policy: BTreeMap<String, BTreeMap<String, RawPairPolicy>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Tokens {
+        pub signing_key: String,
+        #[serde(default)]
+        pub verify_keys: Vec<String>,
+        pub issuer: Option<String>,
+        pub audience: Option<String>,
+        pub leeway: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -573,8 +702,9 @@ mod raw {
 
     #[derive(Deserialize, Default)]
     pub struct Admin {
+        /// SPIFFE ID → roles.
         #[serde(default)]
-        pub identities: Vec<String>,
+        pub identities: BTreeMap<String, Vec<String>>,
     }
 
     #[derive(Deserialize)]

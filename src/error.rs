@@ -7,7 +7,11 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::{Value, json};
 
+use crate::grant::token::TokenError;
+use crate::policy::Finding;
+use crate::request::{FieldError, RequestId};
 use crate::server::Body;
 
 /// Who caused a failure: decides 4xx vs 5xx and the log level.
@@ -27,10 +31,49 @@ pub enum Problem {
     RouteNotFound,
     #[error("the path is not in canonical form (dot segments or encoded separators)")]
     BadPath,
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
     #[error("this identity is not an administrator of this gateway")]
     NotAdmin,
+    #[error("this action needs the {0} role")]
+    RoleRequired(&'static str),
+    #[error("the body is not valid JSON for this endpoint: {0}")]
+    InvalidJson(String),
+    #[error("the body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the request has invalid fields")]
+    InvalidRequest(Vec<FieldError>),
+    #[error("the request is refused by policy")]
+    PolicyRefused {
+        request_id: RequestId,
+        findings: Vec<Finding>,
+    },
+    #[error("no such request")]
+    RequestNotFound,
+    #[error("no such grant")]
+    GrantNotFound,
+    #[error("{0}")]
+    StateConflict(String),
+    #[error("{0}")]
+    LifetimeExceedsPolicy(String),
+    #[error("a grant token is required: Authorization: Bearer <token>")]
+    TokenMissing,
+    #[error("the grant token is refused")]
+    Token(#[from] TokenError),
+    #[error("the grant has been revoked")]
+    GrantRevoked,
+    #[error("the grant has expired")]
+    GrantExpired,
+    #[error("the grant's quota is used up")]
+    GrantExhausted,
+    #[error("the grant does not cover the category `{0}`")]
+    ScopeCategory(String),
+    #[error("the pair's policy no longer allows this grant")]
+    PolicyWithdrawn,
     #[error("the upstream service is unreachable")]
     UpstreamUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the gateway cannot reach its store")]
+    StoreUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the gateway is shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -40,25 +83,58 @@ pub enum Problem {
 impl Problem {
     /// HTTP status, stable machine code, and fault.
     pub fn status_code(&self) -> (StatusCode, &'static str, Fault) {
+        use Fault::*;
         match self {
-            Self::RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", Fault::Downstream),
-            Self::BadPath => (StatusCode::BAD_REQUEST, "bad_path", Fault::Downstream),
-            Self::NotAdmin => (StatusCode::FORBIDDEN, "not_admin", Fault::Downstream),
-            Self::UpstreamUnavailable(_) => (
-                StatusCode::BAD_GATEWAY,
-                "upstream_unavailable",
-                Fault::Upstream,
+            Self::RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", Downstream),
+            Self::BadPath => (StatusCode::BAD_REQUEST, "bad_path", Downstream),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                Downstream,
             ),
-            Self::ShuttingDown => (
+            Self::NotAdmin => (StatusCode::FORBIDDEN, "not_admin", Downstream),
+            Self::RoleRequired(_) => (StatusCode::FORBIDDEN, "role_required", Downstream),
+            Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json", Downstream),
+            Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", Downstream),
+            Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", Downstream),
+            Self::PolicyRefused { .. } => (StatusCode::FORBIDDEN, "policy_refused", Downstream),
+            Self::RequestNotFound => (StatusCode::NOT_FOUND, "request_not_found", Downstream),
+            Self::GrantNotFound => (StatusCode::NOT_FOUND, "grant_not_found", Downstream),
+            Self::StateConflict(_) => (StatusCode::CONFLICT, "state_conflict", Downstream),
+            Self::LifetimeExceedsPolicy(_) => (
+                StatusCode::BAD_REQUEST,
+                "lifetime_exceeds_policy",
+                Downstream,
+            ),
+            Self::TokenMissing => (StatusCode::UNAUTHORIZED, "token_missing", Downstream),
+            Self::Token(e) => {
+                let status = match e {
+                    TokenError::NotBound => StatusCode::FORBIDDEN,
+                    TokenError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::UNAUTHORIZED,
+                };
+                let fault = if matches!(e, TokenError::Signing(_)) {
+                    Internal
+                } else {
+                    Downstream
+                };
+                (status, e.code(), fault)
+            }
+            Self::GrantRevoked => (StatusCode::FORBIDDEN, "grant_revoked", Downstream),
+            Self::GrantExpired => (StatusCode::FORBIDDEN, "grant_expired", Downstream),
+            Self::GrantExhausted => (StatusCode::FORBIDDEN, "grant_exhausted", Downstream),
+            Self::ScopeCategory(_) => (StatusCode::FORBIDDEN, "scope_category", Downstream),
+            Self::PolicyWithdrawn => (StatusCode::FORBIDDEN, "policy_withdrawn", Downstream),
+            Self::UpstreamUnavailable(_) => {
+                (StatusCode::BAD_GATEWAY, "upstream_unavailable", Upstream)
+            }
+            Self::StoreUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                Fault::Internal,
+                "store_unavailable",
+                Internal,
             ),
-            Self::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                Fault::Internal,
-            ),
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", Internal),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", Internal),
         }
     }
 
@@ -66,21 +142,75 @@ impl Problem {
         self.status_code().1
     }
 
+    /// Members beyond the RFC 9457 basics that help the client act.
+    fn extensions(&self) -> Vec<(&'static str, Value)> {
+        match self {
+            Self::InvalidRequest(errors) => vec![("errors", json!(errors))],
+            Self::PolicyRefused {
+                request_id,
+                findings,
+            } => {
+                vec![
+                    ("request_id", json!(request_id)),
+                    ("findings", json!(findings)),
+                ]
+            }
+            Self::Token(e) => vec![("detail", json!(e.to_string()))],
+            _ => Vec::new(),
+        }
+    }
+
     /// The problem+json response. The title never carries an internal cause.
     pub fn response(&self) -> Response<Body> {
-        let (status, code, _) = self.status_code();
-        let body = serde_json::json!({
+        let (status, code, fault) = self.status_code();
+        let title = if fault == Fault::Internal && status == StatusCode::INTERNAL_SERVER_ERROR {
+            "internal error".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut body = json!({
             "type": format!("https://xborder.dev/problems/{code}"),
-            "title": self.to_string(),
+            "title": title,
             "status": status.as_u16(),
             "code": code,
         });
+        for (name, value) in self.extensions() {
+            body[name] = value;
+        }
         let mut response = Response::new(crate::server::full(Bytes::from(body.to_string())));
         *response.status_mut() = status;
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
+    }
+}
+
+impl From<crate::review::ReviewError> for Problem {
+    fn from(e: crate::review::ReviewError) -> Self {
+        use crate::review::ReviewError as E;
+        match e {
+            E::Invalid(errors) => Self::InvalidRequest(errors),
+            E::Refused(request) => Self::PolicyRefused {
+                request_id: request.id,
+                findings: request
+                    .findings
+                    .into_iter()
+                    .filter(|f| f.verdict == crate::policy::Verdict::Fail)
+                    .collect(),
+            },
+            E::RequestNotFound => Self::RequestNotFound,
+            E::GrantNotFound => Self::GrantNotFound,
+            E::Conflict(why) => Self::StateConflict(why),
+            e @ E::LifetimeExceedsPolicy { .. } => Self::LifetimeExceedsPolicy(e.to_string()),
+            E::Token(e) => Self::Internal(Box::new(e)),
+            E::Store(e) => Self::StoreUnavailable(Box::new(e)),
+        }
     }
 }

@@ -47,7 +47,7 @@ impl fmt::Display for Jurisdiction {
 }
 
 /// A SPIFFE trust domain: lowercase DNS-like name (`ee.xborder.test`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrustDomain(String);
 
 impl TrustDomain {
@@ -80,7 +80,7 @@ impl fmt::Display for TrustDomain {
 }
 
 /// `spiffe://<trust-domain>/<path>`, parsed by the rules of the SPIFFE ID spec.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
     uri: String,
     trust_domain: TrustDomain,
@@ -244,6 +244,10 @@ pub enum IdentityError {
         expected: String,
     },
 }
+
+serde_as_string!(Jurisdiction);
+serde_as_string!(SpiffeId);
+serde_as_string!(TrustDomain);
 
 #[cfg(test)]
 mod tests {

@@ -285,6 +285,8 @@ impl fmt::Debug for Issued {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
+    #[error("cannot make a token signing key: {0}")]
+    TokenKey(String),
     #[error("generating a key, certificate or CRL failed")]
     Generate(#[from] rcgen::Error),
     #[error("`{0}` cannot be a DNS name in a certificate")]

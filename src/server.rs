@@ -22,11 +22,18 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors};
+use crate::grant::scheduler;
+use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
 use crate::metrics::{self, ListenerMetrics};
+use crate::review::Review;
+use crate::store::StoreError;
+use crate::store::sqlite::SqliteStore;
 use crate::tls::{self, ServerTls};
 
 mod admin;
+mod api;
 mod border;
 mod conn;
 mod ops;
@@ -68,6 +75,7 @@ pub(crate) struct Shared {
     pub registry: prometheus::Registry,
     pub listener_metrics: ListenerMetrics,
     pub upstream: proxy::Upstream,
+    pub review: Arc<Review>,
     /// Cancelled when shutdown begins: connections finish what is in flight.
     pub draining: CancellationToken,
     /// Cancelled when the grace period is over: connections close at once.
@@ -98,6 +106,8 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot open the store in `data_dir`: {0}")]
+    Store(#[from] StoreError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -107,10 +117,21 @@ impl Gateway {
     /// binds every listener.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let snapshot = ServerTls::load(&config).map_err(ConfigErrors)?;
+        let tokens = load_tokens(&config)?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
+        let store = SqliteStore::open(&config.data_dir.join(SqliteStore::FILE_NAME))?;
+        let review = Arc::new(Review {
+            store: Arc::new(store),
+            policies: config.policies.clone(),
+            tokens,
+            clock: Clock::system(),
+            holder: config.jurisdiction.clone(),
+            rearm: Arc::new(tokio::sync::Notify::new()),
+            ended: tokio::sync::broadcast::channel(1024).0,
+        });
         let bind = |listener: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -141,6 +162,7 @@ impl Gateway {
             registry,
             listener_metrics,
             upstream,
+            review,
             draining: CancellationToken::new(),
             closing: CancellationToken::new(),
         });
@@ -200,6 +222,10 @@ impl Gateway {
             tracing::info!(listener = "ops", addr = %local_addr(&ops), "listening");
             acceptors.spawn(ops::serve(ops, shared.clone(), stop_accepting.clone()));
         }
+        acceptors.spawn(scheduler::run(
+            shared.review.clone(),
+            stop_accepting.clone(),
+        ));
         acceptors.spawn(tls::reload::run(
             shared.config.clone(),
             tls_tx,
@@ -231,6 +257,21 @@ impl Gateway {
             tracing::info!("drained; all exchanges finished");
         }
     }
+}
+
+/// The grant token keys and settings `config` names.
+pub fn load_tokens(config: &Config) -> Result<Tokens, ConfigErrors> {
+    let files = &config.tokens;
+    let keys = TokenKeys::load(&files.signing_key, &files.verify_keys)
+        .map_err(|e| ConfigErrors(vec![config.error("tokens", e.to_string())]))?;
+    Ok(Tokens::new(
+        keys,
+        TokenSettings {
+            issuer: files.issuer.clone(),
+            audience: files.audience.clone(),
+            leeway: files.leeway,
+        },
+    ))
 }
 
 fn local_addr(listener: &TcpListener) -> SocketAddr {

@@ -279,6 +279,35 @@ pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, Vec<ConfigErr
     client_config_with(roots, key).map_err(|e| vec![config.error("identity", e)])
 }
 
+/// A client configuration from files: `ca` (PEM, the CAs that may issue the
+/// server's certificate) and our identity in `cert` and `key`.
+pub fn client_config_from_files(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    for der in read_certificates(ca)? {
+        roots
+            .add(der)
+            .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.display()))?;
+    }
+    let chain = read_certificates(cert)?;
+    let signer = provider()
+        .key_provider
+        .load_private_key(read_private_key(key)?)
+        .map_err(|e| format!("{}: unusable key: {e}", key.display()))?;
+    let certified = CertifiedKey::new(chain, signer);
+    certified.keys_match().map_err(|_| {
+        format!(
+            "{} does not match the certificate in {}",
+            key.display(),
+            cert.display()
+        )
+    })?;
+    client_config_with(roots, Arc::new(certified))
+}
+
 /// A client configuration from parts, for callers that hold them in memory.
 pub fn client_config_with(
     roots: RootCertStore,

@@ -23,6 +23,9 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
     if let Err(errors) = ServerTls::load(&config) {
         problems.extend(errors);
     }
+    if let Err(errors) = crate::server::load_tokens(&config) {
+        problems.extend(errors.0);
+    }
     if config.identity.client_certificate.is_some()
         && let Err(errors) = crate::tls::client_config(&config)
     {
@@ -38,11 +41,12 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
         bail!("{} has {count} problem(s)", path.display());
     }
     println!(
-        "{}: ok ({} trust anchor(s), {} route(s), {} admin(s))",
+        "{}: ok ({} trust anchor(s), {} route(s), {} admin(s), {} pair polic(ies))",
         path.display(),
         config.trust.len(),
         config.routes.len(),
-        config.admins.len()
+        config.admins.len(),
+        config.policies.len()
     );
     Ok(())
 }

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use http::StatusCode;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, BorderClient};
@@ -70,38 +71,154 @@ async fn walk_through(args: DemoArgs) -> anyhow::Result<()> {
         show(ops)
     ));
 
-    step(4, "FI calls EE's border with FI's gateway certificate.");
+    step(
+        4,
+        "FI connects to EE's border with FI's gateway certificate.",
+    );
     let fi_config = Config::load(&dir.path().join("fi/gateway.toml"))?;
     let fi_client =
         BorderClient::new(tls::client_config(&fi_config).map_err(crate::config::ConfigErrors)?);
-    let mut conn = fi_client.connect(border, "localhost").await?;
+    let mut fi = fi_client.connect(border, "localhost").await?;
     say(&format!(
-        "mTLS established over {}; EE sees spiffe://fi.xborder.test/gateway from jurisdiction FI",
-        if conn.is_http2() {
-            "HTTP/2"
-        } else {
-            "HTTP/1.1"
-        }
+        "mTLS over {}; EE sees spiffe://fi.xborder.test/gateway from jurisdiction FI",
+        if fi.is_http2() { "HTTP/2" } else { "HTTP/1.1" }
     ));
     let path = "/v1/data/subscriber/372-5550123";
-    let (parts, body) = client::collect(conn.send(client::get(path.parse()?)).await?).await?;
-    say(&format!("GET {path} -> {}", parts.status));
-    say(&format!("  {}", String::from_utf8_lossy(&body)));
-    if parts.status != StatusCode::OK {
-        bail!("the routed call failed with {}", parts.status);
-    }
-
-    step(5, "A path no route serves is refused with problem+json.");
-    let (parts, body) =
-        client::collect(conn.send(client::get("/v1/data/unknown".parse()?)).await?).await?;
+    let (status, body) = call(&mut fi, Method::GET, path, None, None).await?;
     say(&format!(
-        "GET /v1/data/unknown -> {}  {}",
-        parts.status,
-        String::from_utf8_lossy(&body)
+        "GET {path} without a grant -> {status} {}",
+        body["code"]
     ));
 
     step(
+        5,
+        "FI files a request that asks too much; EE's policy refuses it at filing.",
+    );
+    let recipient = std::fs::read_to_string(dir.path().join("fi/age-recipient.txt"))?;
+    let mut greedy = request_body(recipient.trim(), &["subscriber", "content"]);
+    greedy["legal_basis"] = json!("curiosity");
+    greedy["targets"] = json!(
+        (0..12)
+            .map(|i| format!("+37255501{i:02}"))
+            .collect::<Vec<_>>()
+    );
+    let (status, body) = call(&mut fi, Method::POST, "/v1/requests", Some(&greedy), None).await?;
+    say(&format!("POST /v1/requests -> {status} {}", body["code"]));
+    for finding in body["findings"].as_array().into_iter().flatten() {
+        say(&format!(
+            "  FAIL {}: {}",
+            finding["rule"].as_str().unwrap_or(""),
+            finding["reason"].as_str().unwrap_or("")
+        ));
+    }
+
+    step(
         6,
+        "FI files a proportionate request for subscriber data about one number.",
+    );
+    let request = request_body(recipient.trim(), &["subscriber"]);
+    let (status, filed) = call(&mut fi, Method::POST, "/v1/requests", Some(&request), None).await?;
+    let id = filed["id"].as_str().unwrap_or_default().to_owned();
+    say(&format!(
+        "POST /v1/requests -> {status}: request {id}, {}, response due {}",
+        filed["state"], filed["deadline"]
+    ));
+    if status != StatusCode::CREATED {
+        bail!("filing failed: {filed}");
+    }
+
+    step(
+        7,
+        "EE's approver reviews it on the admin listener and approves a 1-hour grant.",
+    );
+    let ee = dir.path().join("ee");
+    let admin_tls = tls::client_config_from_files(
+        &ee.join("ca.pem"),
+        &ee.join("admin.pem"),
+        &ee.join("admin-key.pem"),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let admin_addr = admin.context("the admin listener is configured")?;
+    let mut reviewer = BorderClient::new(admin_tls)
+        .connect(admin_addr, "localhost")
+        .await?;
+    let approve = json!({ "lifetime": "1h", "max_transfers": 10 });
+    let (status, approved) = call(
+        &mut reviewer,
+        Method::POST,
+        &format!("/v1/requests/{id}/approve"),
+        Some(&approve),
+        None,
+    )
+    .await?;
+    say(&format!(
+        "POST /v1/requests/{id}/approve -> {status}: {}",
+        approved["state"]
+    ));
+    let grant_id = approved["grant"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    say(&format!(
+        "grant {grant_id}, expires {}",
+        approved["grant"]["expires_at"]
+    ));
+
+    step(
+        8,
+        "FI polls its request and receives the grant token, bound to its certificate.",
+    );
+    let (status, view) = call(
+        &mut fi,
+        Method::GET,
+        &format!("/v1/requests/{id}"),
+        None,
+        None,
+    )
+    .await?;
+    let token = view["grant"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    say(&format!(
+        "GET /v1/requests/{id} -> {status}: {}, token of {} bytes",
+        view["state"],
+        token.len()
+    ));
+
+    step(
+        9,
+        "FI pulls the evidence through EE's border with the token.",
+    );
+    let (status, body) = call(&mut fi, Method::GET, path, None, Some(&token)).await?;
+    say(&format!("GET {path} -> {status}"));
+    say(&format!("  {body}"));
+    if status != StatusCode::OK {
+        bail!("the transfer under the grant failed with {status}");
+    }
+
+    step(
+        10,
+        "EE revokes the grant (incident response); the token stops working at once.",
+    );
+    let revoke = json!({ "reason": "demo: case closed" });
+    let (status, revoked) = call(
+        &mut reviewer,
+        Method::POST,
+        &format!("/v1/grants/{grant_id}/revoke"),
+        Some(&revoke),
+        None,
+    )
+    .await?;
+    say(&format!(
+        "POST /v1/grants/{grant_id}/revoke -> {status}: {}",
+        revoked["state"]
+    ));
+    let (status, body) = call(&mut fi, Method::GET, path, None, Some(&token)).await?;
+    say(&format!("GET {path} -> {status} {}", body["code"]));
+
+    step(
+        11,
         "A client without a certificate is turned away during the handshake.",
     );
     say(&anonymous_attempt(&fi_config, border).await);
@@ -120,8 +237,48 @@ async fn walk_through(args: DemoArgs) -> anyhow::Result<()> {
     stop.cancel();
     running.await.context("gateway task")?;
     println!();
-    println!("Demo finished: EE's gateway served FI over mTLS and refused what it should.");
+    println!(
+        "Demo finished: filed, refused what was too broad, reviewed, granted, transferred, revoked."
+    );
     Ok(())
+}
+
+/// One JSON exchange; the status and the JSON answer (or `null`).
+async fn call(
+    conn: &mut crate::client::Connection,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let mut request = http::Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        request = request.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let bytes = body.map(Value::to_string).unwrap_or_default();
+    let request = request.body(crate::server::full(bytes))?;
+    let (parts, body) = client::collect(conn.send(request).await?).await?;
+    Ok((
+        parts.status,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    ))
+}
+
+/// A request body of FI's police for `categories` about one number.
+fn request_body(recipient: &str, categories: &[&str]) -> Value {
+    json!({
+        "legal_basis": "eu-2023-1543",
+        "purpose": "investigation 2026/77 into card fraud",
+        "categories": categories,
+        "targets": ["372-5550123"],
+        "period": { "from": "2026-01-01T00:00:00Z", "to": "2026-06-30T00:00:00Z" },
+        "urgency": "normal",
+        "recipient": recipient,
+        "justification": "the number confirmed fraudulent card payments on 2026-03-02",
+    })
 }
 
 /// What happens to a caller that trusts EE's CA but presents no certificate.

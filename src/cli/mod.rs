@@ -5,10 +5,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod admin_client;
 pub mod config;
 pub mod demo;
 pub mod example_upstream;
+pub mod grant;
 pub mod pki;
+pub mod policy;
+pub mod request;
 pub mod serve;
 
 #[derive(Parser)]
@@ -45,6 +49,15 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Serve the built-in example data service, for trying routes out.
     ExampleUpstream(example_upstream::ExampleUpstreamArgs),
+    /// Review filed requests on the admin listener: list, show, approve, deny.
+    #[command(subcommand)]
+    Request(request::RequestCommand),
+    /// Grants on the admin listener: list, show, validate, revoke.
+    #[command(subcommand)]
+    Grant(grant::GrantCommand),
+    /// Explain how the configured policy would decide a request, offline.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -56,6 +69,9 @@ pub fn main() -> ExitCode {
         Command::Pki(cmd) => pki::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::ExampleUpstream(args) => example_upstream::run(args),
+        Command::Request(cmd) => request::run(cmd),
+        Command::Grant(cmd) => grant::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -100,11 +100,12 @@ enum DevFile {
     AdminKey,
     AgeIdentity,
     AgeRecipient,
+    TokenKey,
     GatewayConfig,
 }
 
 impl DevFile {
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 13] = [
         Self::CaCert,
         Self::CaKey,
         Self::CaCrl,
@@ -116,6 +117,7 @@ impl DevFile {
         Self::AdminKey,
         Self::AgeIdentity,
         Self::AgeRecipient,
+        Self::TokenKey,
         Self::GatewayConfig,
     ];
 
@@ -132,6 +134,7 @@ impl DevFile {
             Self::AdminKey => "admin-key.pem",
             Self::AgeIdentity => "age-identity.txt",
             Self::AgeRecipient => "age-recipient.txt",
+            Self::TokenKey => "token-key.pem",
             Self::GatewayConfig => "gateway.toml",
         }
     }
@@ -149,6 +152,7 @@ impl DevFile {
             Self::AdminKey => "admin client key",
             Self::AgeIdentity => "age identity (decrypts received payloads)",
             Self::AgeRecipient => "age recipient (public key)",
+            Self::TokenKey => "grant token signing key (Ed25519)",
             Self::GatewayConfig => "gateway config",
         }
     }
@@ -156,7 +160,12 @@ impl DevFile {
     fn secret(self) -> bool {
         matches!(
             self,
-            Self::CaKey | Self::GatewayKey | Self::ClientKey | Self::AdminKey | Self::AgeIdentity
+            Self::CaKey
+                | Self::GatewayKey
+                | Self::ClientKey
+                | Self::AdminKey
+                | Self::AgeIdentity
+                | Self::TokenKey
         )
     }
 }
@@ -169,6 +178,7 @@ struct Party {
     client: Issued,
     admin: Issued,
     age: age::x25519::Identity,
+    token_key: String,
     created: OffsetDateTime,
     config: String,
 }
@@ -192,6 +202,7 @@ impl Party {
             client,
             admin,
             age: age::x25519::Identity::generate(),
+            token_key: token_key_pem()?,
             created: OffsetDateTime::now_utc(),
             config,
         })
@@ -216,9 +227,19 @@ impl Party {
                 self.age.to_string().expose_secret(),
             ),
             DevFile::AgeRecipient => format!("{}\n", self.age.to_public()),
+            DevFile::TokenKey => self.token_key.clone(),
             DevFile::GatewayConfig => self.config.clone(),
         }
     }
+}
+
+/// A fresh Ed25519 grant token signing key, PKCS#8 PEM.
+fn token_key_pem() -> Result<String, PkiError> {
+    use pkcs8::EncodePrivateKey as _;
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    key.to_pkcs8_pem(pkcs8::LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .map_err(|e| PkiError::TokenKey(e.to_string()))
 }
 
 /// The ports of one gateway's listeners and of its example upstream.
@@ -274,6 +295,24 @@ fn gateway_toml(own: &Jurisdiction, set: &[Jurisdiction], ports: &Ports) -> Stri
         upstream,
     } = ports;
     let domain = own.dev_trust_domain();
+    let mut policies = String::new();
+    for peer in set.iter().filter(|p| *p != own) {
+        policies.push_str(&format!(
+            r#"[policy.{own}.{peer}]
+legal_bases = ["eu-2023-1543", "mla"]
+categories = ["subscriber", "ip_identification", "traffic", "content"]
+forbidden_categories = []
+max_targets = 10
+max_period = "366d"
+max_lifetime = "30d"
+max_lifetime_emergency = "72h"
+
+[policy.{own}.{peer}.approvals]
+content = 2
+
+"#
+        ));
+    }
     format!(
         r#"# xborder gateway for {own}, made by `xborder pki dev`.
 # Development only. Paths are relative to this file's directory.
@@ -308,12 +347,23 @@ shutdown_grace = "30s"
 [reload]
 interval = "5s"
 
-# SPIFFE IDs allowed on the admin listener.
-[admin]
-identities = ["spiffe://{domain}/admin/operator"]
+# Grant tokens: signed with this Ed25519 key (add old keys to `verify_keys`
+# when rotating, so tokens they signed keep verifying until they expire).
+[tokens]
+signing_key = "token-key.pem"
+
+# Identities allowed on the admin listener, with their roles
+# (reviewer: reads; approver: approves, denies, validates, revokes;
+# operator: reads, revokes).
+[admin.identities]
+"spiffe://{domain}/admin/operator" = ["operator", "approver", "reviewer"]
 
 # One CA per jurisdiction, each bound to its trust domain, with its CRLs.
 {trust}
+# What each foreign jurisdiction may ask for (data held here → requester).
+# Pairs not listed are refused: deny by default. Deadlines default to the
+# e-Evidence Regulation's 10 days (8 hours in emergencies).
+{policies}
 # Border paths proxied to the local data service. The upstream is where the
 # data service, or `xborder demo`'s example upstream, listens.
 [[routes]]
@@ -322,6 +372,7 @@ upstream = "http://127.0.0.1:{upstream}/subscriber"
 category = "subscriber"
 "#,
         trust = trust.trim_start(),
+        policies = policies,
     )
 }
 

@@ -1,40 +1,240 @@
-//! The `admin` listener: our own reviewers and operators.
+//! The `admin` listener: our own reviewers, approvers and operators.
 //!
 //! Connections need a certificate from our own jurisdiction's CA; requests
-//! need a SPIFFE ID listed in `admin.identities`. Review, revocation and
-//! audit endpoints come with their issues; `GET /v1/whoami` shows how the
-//! gateway sees the caller.
+//! need a SPIFFE ID listed in `admin.identities`, and each action a role:
+//!
+//! | endpoint | role |
+//! |---|---|
+//! | `GET /v1/whoami` | any |
+//! | `GET /v1/requests[?state=]`, `GET /v1/requests/{id}` | any |
+//! | `POST /v1/requests/{id}/approve`, `.../deny` | approver |
+//! | `GET /v1/grants[?state=]`, `GET /v1/grants/{id}` | any |
+//! | `POST /v1/grants/{id}/validate` | approver |
+//! | `POST /v1/grants/{id}/revoke` | approver or operator |
 
-use http::{Method, Request, Response, header};
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
 
-use super::{Body, Shared, full};
+use super::api::{self, json};
+use super::border::ErrorChain;
+use super::{Body, Shared};
 use crate::error::Problem;
+use crate::grant::{Grant, GrantId, GrantState, Quotas};
 use crate::identity::PeerIdentity;
+use crate::request::{Request as FiledRequest, RequestId, RequestState};
+use crate::review::{Role, Terms};
+use crate::store::Approved;
 
 pub(super) async fn handle(
     shared: &Shared,
     peer: &PeerIdentity,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    if !shared.config.admins.contains(&peer.spiffe_id) {
+    let Some(roles) = shared.config.admins.get(&peer.spiffe_id) else {
         tracing::warn!(listener = "admin", spiffe_id = %peer.spiffe_id, "request refused: not an administrator");
         return Problem::NotAdmin.response();
+    };
+    match dispatch(shared, peer, roles, request).await {
+        Ok(response) => response,
+        Err(problem) => {
+            let (status, code, _) = problem.status_code();
+            tracing::info!(listener = "admin", spiffe_id = %peer.spiffe_id, status = status.as_u16(), code, reason = %ErrorChain(&problem), "admin request refused");
+            problem.response()
+        }
     }
-    match (request.method(), request.uri().path()) {
-        (&Method::GET, "/v1/whoami") => {
-            let body = serde_json::json!({
+}
+
+async fn dispatch(
+    shared: &Shared,
+    peer: &PeerIdentity,
+    roles: &[Role],
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let method = request.method().clone();
+    let review = &shared.review;
+    let need = |wanted: &[Role], name: &'static str| {
+        if roles.iter().any(|r| wanted.contains(r)) {
+            Ok(())
+        } else {
+            Err(Problem::RoleRequired(name))
+        }
+    };
+    let store_error = |e| Problem::StoreUnavailable(Box::new(e));
+
+    if path == "/v1/whoami" {
+        return Ok(json(
+            StatusCode::OK,
+            &json!({
                 "spiffe_id": peer.spiffe_id.as_str(),
                 "jurisdiction": peer.jurisdiction.as_str(),
                 "x5t#S256": peer.thumbprint.x5t_s256(),
-            });
-            let mut response = Response::new(full(body.to_string()));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            response
-        }
-        _ => Problem::RouteNotFound.response(),
+                "roles": roles,
+            }),
+        ));
     }
+    if let Some(segments) = api::segments(&path, "/v1/requests") {
+        return match (&method, segments.as_slice()) {
+            (&Method::GET, []) => {
+                let state = match api::query_param(query.as_deref(), "state") {
+                    Some(s) => Some(s.parse::<RequestState>().map_err(Problem::StateConflict)?),
+                    None => None,
+                };
+                let now = review.now();
+                let list = review.store.requests(state).await.map_err(store_error)?;
+                let views: Vec<_> = list.iter().map(|r| request_view(r, now)).collect();
+                Ok(json(StatusCode::OK, &json!({ "requests": views })))
+            }
+            (&Method::GET, [id]) => {
+                let id: RequestId = id.parse().map_err(|_| Problem::RequestNotFound)?;
+                let request = review
+                    .store
+                    .request(id)
+                    .await
+                    .map_err(store_error)?
+                    .ok_or(Problem::RequestNotFound)?;
+                Ok(json(StatusCode::OK, &request_view(&request, review.now())))
+            }
+            (&Method::POST, [id, "approve"]) => {
+                need(&[Role::Approver], "approver")?;
+                let id: RequestId = id.parse().map_err(|_| Problem::RequestNotFound)?;
+                let body: ApproveBody = api::json_body(request).await?;
+                let terms = body.terms()?;
+                match review.approve(id, &peer.spiffe_id, terms).await? {
+                    Approved::Pending {
+                        approvals,
+                        required,
+                    } => Ok(json(
+                        StatusCode::ACCEPTED,
+                        &json!({ "state": "pending", "approvals": approvals, "required": required }),
+                    )),
+                    Approved::Granted(grant) => Ok(json(
+                        StatusCode::OK,
+                        &json!({ "state": "approved", "grant": grant_view(&grant) }),
+                    )),
+                }
+            }
+            (&Method::POST, [id, "deny"]) => {
+                need(&[Role::Approver], "approver")?;
+                let id: RequestId = id.parse().map_err(|_| Problem::RequestNotFound)?;
+                let body: ReasonBody = api::json_body(request).await?;
+                let request = review.deny(id, &peer.spiffe_id, &body.reason()?).await?;
+                Ok(json(StatusCode::OK, &request_view(&request, review.now())))
+            }
+            _ => Err(Problem::RouteNotFound),
+        };
+    }
+    if let Some(segments) = api::segments(&path, "/v1/grants") {
+        return match (&method, segments.as_slice()) {
+            (&Method::GET, []) => {
+                let state = match api::query_param(query.as_deref(), "state") {
+                    Some(s) => Some(s.parse::<GrantState>().map_err(Problem::StateConflict)?),
+                    None => None,
+                };
+                let list = review.store.grants(state).await.map_err(store_error)?;
+                let views: Vec<_> = list.iter().map(grant_view).collect();
+                Ok(json(StatusCode::OK, &json!({ "grants": views })))
+            }
+            (&Method::GET, [id]) => {
+                let id: GrantId = id.parse().map_err(|_| Problem::GrantNotFound)?;
+                let grant = review
+                    .store
+                    .grant(id)
+                    .await
+                    .map_err(store_error)?
+                    .ok_or(Problem::GrantNotFound)?;
+                Ok(json(StatusCode::OK, &grant_view(&grant)))
+            }
+            (&Method::POST, [id, "validate"]) => {
+                need(&[Role::Approver], "approver")?;
+                let id: GrantId = id.parse().map_err(|_| Problem::GrantNotFound)?;
+                let grant = review.validate(id, &peer.spiffe_id).await?;
+                Ok(json(StatusCode::OK, &grant_view(&grant)))
+            }
+            (&Method::POST, [id, "revoke"]) => {
+                need(&[Role::Approver, Role::Operator], "approver or operator")?;
+                let id: GrantId = id.parse().map_err(|_| Problem::GrantNotFound)?;
+                let body: ReasonBody = api::json_body(request).await?;
+                let grant = review.revoke(id, &peer.spiffe_id, &body.reason()?).await?;
+                Ok(json(StatusCode::OK, &grant_view(&grant)))
+            }
+            _ => Err(Problem::RouteNotFound),
+        };
+    }
+    Err(Problem::RouteNotFound)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    /// e.g. "7d"; absent: the longest the policy allows.
+    lifetime: Option<String>,
+    max_bytes: Option<u64>,
+    max_transfers: Option<u64>,
+}
+
+impl ApproveBody {
+    fn terms(&self) -> Result<Terms, Problem> {
+        let lifetime = match &self.lifetime {
+            Some(text) => Some(
+                crate::config::parse_duration(text)
+                    .map_err(|e| Problem::InvalidRequest(vec![field_error("lifetime", e)]))?,
+            ),
+            None => None,
+        };
+        Ok(Terms {
+            lifetime: lifetime.map(|d: Duration| d),
+            quotas: Quotas {
+                max_bytes: self.max_bytes,
+                max_transfers: self.max_transfers,
+            },
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: String,
+}
+
+impl ReasonBody {
+    fn reason(&self) -> Result<String, Problem> {
+        let reason = self.reason.trim();
+        if reason.is_empty() || reason.len() > crate::request::MAX_TEXT_LEN {
+            return Err(Problem::InvalidRequest(vec![field_error(
+                "reason",
+                "a reason of 1 to 4096 bytes is required".into(),
+            )]));
+        }
+        Ok(reason.to_owned())
+    }
+}
+
+fn field_error(field: &str, problem: String) -> crate::request::FieldError {
+    crate::request::FieldError {
+        field: field.to_owned(),
+        problem,
+    }
+}
+
+/// A request as reviewers see it, with its overdue flag.
+fn request_view(request: &FiledRequest, now: crate::clock::Timestamp) -> serde_json::Value {
+    let mut view = serde_json::to_value(request).unwrap_or_default();
+    view["overdue"] = json!(request.is_overdue(now));
+    view
+}
+
+/// A grant as reviewers see it: everything but the bearer token.
+fn grant_view(grant: &Grant) -> serde_json::Value {
+    let mut view = serde_json::to_value(grant).unwrap_or_default();
+    if let Some(map) = view.as_object_mut() {
+        map.remove("token");
+    }
+    view
 }

@@ -25,6 +25,8 @@ use crate::identity::PeerIdentity;
 pub const PEER_HEADER: &str = "x-xborder-peer";
 pub const JURISDICTION_HEADER: &str = "x-xborder-jurisdiction";
 pub const CATEGORY_HEADER: &str = "x-xborder-category";
+pub const GRANT_HEADER: &str = "x-xborder-grant";
+pub const LEGAL_BASIS_HEADER: &str = "x-xborder-legal-basis";
 const GATEWAY_HEADER_PREFIX: &str = "x-xborder-";
 
 /// A pooled HTTP client for the local upstreams.
@@ -49,6 +51,7 @@ impl Upstream {
         route: &Route,
         peer: &PeerIdentity,
         request: Request<Incoming>,
+        extra: &[(&'static str, String)],
     ) -> Result<Response<Body>, Problem> {
         let (mut parts, body) = request.into_parts();
         let rest = route.strip(parts.uri.path()).unwrap_or_default();
@@ -70,6 +73,9 @@ impl Upstream {
             HeaderName::from_static(CATEGORY_HEADER),
             header_value(route.category.as_str())?,
         );
+        for (name, value) in extra {
+            headers.insert(HeaderName::from_static(name), header_value(value)?);
+        }
 
         let response = self
             .client

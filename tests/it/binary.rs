@@ -208,6 +208,7 @@ async fn sigterm_during_a_64_mib_transfer_lets_it_finish_and_exits_zero() {
     world.config(upstream);
     let mut served = Served::start(&world.path("ee/gateway.toml"));
     let border = served.listening("border");
+    let admin_addr = served.listening("admin");
 
     // A refusal is logged once, with its reason and the peer's address.
     let now = OffsetDateTime::now_utc();
@@ -224,14 +225,16 @@ async fn sigterm_during_a_64_mib_transfer_lets_it_finish_and_exits_zero() {
     assert!(!refused_at.is_empty());
 
     let total: u64 = 64 * 1024 * 1024;
-    let client = world.client(Some(&world.fi_police()));
+    let police = world.fi_police();
+    let token = grant_token(&world, border, admin_addr, &police, &["content"]).await;
+    let client = world.client(Some(&police));
     let mut conn = client.connect(border, "localhost").await.unwrap();
-    let response = conn
-        .send(xborder::client::get(
-            format!("/v1/data/content/bytes/{total}").parse().unwrap(),
-        ))
-        .await
-        .unwrap();
+    let path = format!("/v1/data/content/bytes/{total}");
+    let mut request = xborder::client::get(path.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let response = conn.send(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
     let mut received = 0u64;
@@ -335,19 +338,19 @@ fn the_demo_walks_through_and_exits_zero() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("GET /v1/data/subscriber/372-5550123 -> 200 OK"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("\"asked_by\":\"spiffe://fi.xborder.test/gateway\""),
-        "{stdout}"
-    );
-    assert!(stdout.contains("route_not_found"), "{stdout}");
-    assert!(
-        stdout.contains("refused: ") && stdout.contains("CertificateRequired"),
-        "{stdout}"
-    );
+    for step in [
+        "without a grant -> 401 Unauthorized \"token_missing\"",
+        "POST /v1/requests -> 403 Forbidden \"policy_refused\"",
+        "FAIL legal_basis",
+        "FAIL targets",
+        "POST /v1/requests -> 201 Created",
+        "-> 200 OK: \"approved\"",
+        "\"asked_by\":\"spiffe://fi.xborder.test/gateway\"",
+        "-> 403 Forbidden \"grant_revoked\"",
+        "CertificateRequired",
+    ] {
+        assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
+    }
 }
 
 /// The example configs in `config/` stay in step with the schema and with `certs/`.

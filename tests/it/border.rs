@@ -24,6 +24,14 @@ async fn a_foreign_peer_reaches_the_upstream_over_http2_and_http1() {
     let world = World::new();
     let gateway = Running::start(&world).await;
     let police = world.fi_police();
+    let token = grant_token(
+        &world,
+        gateway.border,
+        gateway.admin,
+        &police,
+        &["subscriber"],
+    )
+    .await;
 
     for (alpn, expect_h2) in [
         (&[&b"h2"[..], b"http/1.1"][..], true),
@@ -32,9 +40,13 @@ async fn a_foreign_peer_reaches_the_upstream_over_http2_and_http1() {
         let client = world.client_alpn(Some(&police), alpn);
         let mut conn = client.connect(gateway.border, "localhost").await.unwrap();
         assert_eq!(conn.is_http2(), expect_h2);
-        let (status, body) = get_on(&mut conn, "/v1/data/subscriber/372-5550123?fields=name")
-            .await
-            .unwrap();
+        let (status, body) = get_with(
+            &mut conn,
+            "/v1/data/subscriber/372-5550123?fields=name",
+            &token,
+        )
+        .await
+        .unwrap();
         assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
         let record: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(record["target"], "372-5550123");
@@ -49,9 +61,21 @@ async fn a_foreign_peer_reaches_the_upstream_over_http2_and_http1() {
 async fn identity_headers_a_peer_sends_are_replaced_by_the_verified_ones() {
     let world = World::new();
     let gateway = Running::start(&world).await;
-    let client = world.client(Some(&world.fi_police()));
+    let police = world.fi_police();
+    let token = grant_token(
+        &world,
+        gateway.border,
+        gateway.admin,
+        &police,
+        &["subscriber"],
+    )
+    .await;
+    let client = world.client(Some(&police));
     let mut conn = client.connect(gateway.border, "localhost").await.unwrap();
     let mut request = xborder::client::get("/v1/data/subscriber/1".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request.headers_mut().insert(
         "x-xborder-peer",
         "spiffe://ee.xborder.test/admin/operator".parse().unwrap(),
@@ -72,7 +96,9 @@ async fn identity_headers_a_peer_sends_are_replaced_by_the_verified_ones() {
 async fn a_64_mib_body_streams_both_ways_intact() {
     let world = World::new();
     let gateway = Running::start(&world).await;
-    let client = world.client(Some(&world.fi_police()));
+    let police = world.fi_police();
+    let token = grant_token(&world, gateway.border, gateway.admin, &police, &["content"]).await;
+    let client = world.client(Some(&police));
     let total = 64 * MIB;
 
     // Upload: a streamed body echoed back by the upstream.
@@ -83,6 +109,7 @@ async fn a_64_mib_body_streams_both_ways_intact() {
     }));
     let body = StreamBody::new(chunks).map_err(|e| match e {}).boxed();
     let request = http::Request::post("/v1/data/content/echo")
+        .header("authorization", format!("Bearer {token}"))
         .body(body)
         .unwrap();
     let response = conn.send(request).await.unwrap();
@@ -92,14 +119,14 @@ async fn a_64_mib_body_streams_both_ways_intact() {
     assert_eq!(received_hash, expected_hash(total), "echoed body differs");
 
     // Download over HTTP/1.1: the pattern the upstream generates.
-    let h1 = world.client_alpn(Some(&world.fi_police()), &[b"http/1.1"]);
+    let h1 = world.client_alpn(Some(&police), &[b"http/1.1"]);
     let mut conn = h1.connect(gateway.border, "localhost").await.unwrap();
-    let response = conn
-        .send(xborder::client::get(
-            format!("/v1/data/content/bytes/{total}").parse().unwrap(),
-        ))
-        .await
-        .unwrap();
+    let path = format!("/v1/data/content/bytes/{total}");
+    let mut request = xborder::client::get(path.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let response = conn.send(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (received, hash) = drain(response.into_body()).await;
     assert_eq!(received, total);
@@ -209,10 +236,8 @@ async fn peers_without_an_acceptable_certificate_are_refused() {
 
     // A good peer is still served.
     let good = world.client(Some(&world.fi_police()));
-    let (status, _) = get(&good, gateway.border, "/v1/data/subscriber/1")
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::OK);
+    let (status, _) = get(&good, gateway.border, PING).await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
     gateway.shutdown().await;
 }
 
@@ -271,8 +296,21 @@ async fn an_unreachable_upstream_is_a_502_problem() {
         .local_addr()
         .unwrap();
     let gateway = Running::start_with(world.config(dead), Default::default()).await;
-    let client = world.client(Some(&world.fi_police()));
-    let (status, body) = get(&client, gateway.border, "/v1/data/subscriber/1")
+    let police = world.fi_police();
+    let token = grant_token(
+        &world,
+        gateway.border,
+        gateway.admin,
+        &police,
+        &["subscriber"],
+    )
+    .await;
+    let mut conn = world
+        .client(Some(&police))
+        .connect(gateway.border, "localhost")
+        .await
+        .unwrap();
+    let (status, body) = get_with(&mut conn, "/v1/data/subscriber/1", &token)
         .await
         .unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -333,11 +371,8 @@ async fn a_slowloris_client_is_cut_after_the_header_timeout() {
     // The listener still serves others.
     let client = world.client(Some(&world.fi_police()));
     assert_eq!(
-        get(&client, gateway.border, "/v1/data/subscriber/1")
-            .await
-            .unwrap()
-            .0,
-        StatusCode::OK
+        get(&client, gateway.border, PING).await.unwrap().0,
+        StatusCode::NOT_FOUND
     );
     gateway.shutdown().await;
 }
@@ -350,8 +385,8 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
         let client = world.client_alpn(Some(&world.fi_police()), alpn);
         let mut conn = client.connect(gateway.border, "localhost").await.unwrap();
         assert_eq!(
-            get_on(&mut conn, "/v1/data/subscriber/1").await.unwrap().0,
-            StatusCode::OK
+            get_on(&mut conn, PING).await.unwrap().0,
+            StatusCode::NOT_FOUND
         );
         // idle = 2 s in the test config.
         let closed = tokio::time::timeout(Duration::from_secs(8), conn.closed()).await;
@@ -409,13 +444,11 @@ async fn after_a_burst_of_bad_connections_a_good_peer_is_served() {
         done.unwrap();
     }
     let client = world.client(Some(&world.fi_police()));
-    let (status, _) = tokio::time::timeout(
-        Duration::from_secs(5),
-        get(&client, gateway.border, "/v1/data/subscriber/1"),
-    )
-    .await
-    .expect("served promptly")
-    .unwrap();
-    assert_eq!(status, StatusCode::OK);
+    let (status, _) =
+        tokio::time::timeout(Duration::from_secs(5), get(&client, gateway.border, PING))
+            .await
+            .expect("served promptly")
+            .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
     gateway.shutdown().await;
 }

@@ -7,4 +7,5 @@ mod binary;
 mod border;
 mod pki;
 mod reload;
+mod store;
 mod support;

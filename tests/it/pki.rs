@@ -52,7 +52,7 @@ impl DevSet {
     }
 }
 
-const FILES: [&str; 12] = [
+const FILES: [&str; 13] = [
     "ca.pem",
     "ca-key.pem",
     "ca.crl",
@@ -64,15 +64,17 @@ const FILES: [&str; 12] = [
     "admin-key.pem",
     "age-identity.txt",
     "age-recipient.txt",
+    "token-key.pem",
     "gateway.toml",
 ];
 
-const SECRETS: [&str; 5] = [
+const SECRETS: [&str; 6] = [
     "ca-key.pem",
     "gateway-key.pem",
     "client-key.pem",
     "admin-key.pem",
     "age-identity.txt",
+    "token-key.pem",
 ];
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -372,10 +374,24 @@ fn gateway_configs_parse_and_point_at_real_files() {
             assert!(exists(&trust["ca"]), "trust.{peer}.ca");
             assert!(exists(&trust["crls"][0]), "trust.{peer}.crls");
         }
-        assert_eq!(
-            config["admin"]["identities"][0].as_str().unwrap(),
-            format!("spiffe://{cc}.xborder.test/admin/operator")
+        let operator = format!("spiffe://{cc}.xborder.test/admin/operator");
+        let roles = config["admin"]["identities"][operator.as_str()]
+            .as_array()
+            .unwrap();
+        assert!(
+            roles.iter().any(|r| r.as_str() == Some("approver")),
+            "{roles:?}"
         );
+        assert!(
+            exists(&config["tokens"]["signing_key"]),
+            "tokens.signing_key"
+        );
+        // The pair policy for the other jurisdiction of the set, and only that.
+        let policies = config["policy"][own].as_table().unwrap();
+        assert_eq!(policies.keys().collect::<Vec<_>>(), vec![other]);
+        // And the whole file is a configuration the gateway accepts.
+        let path = set.path(cc, "gateway.toml");
+        xborder::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

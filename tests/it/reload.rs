@@ -33,11 +33,8 @@ async fn a_new_server_certificate_is_served_to_new_connections_while_open_ones_k
         "half-rotated files must not be served"
     );
     assert_eq!(
-        get_on(&mut during, "/v1/data/subscriber/1")
-            .await
-            .unwrap()
-            .0,
-        StatusCode::OK
+        get_on(&mut during, PING).await.unwrap().0,
+        StatusCode::NOT_FOUND
     );
     world.write("ee/gateway.pem", &renewed.cert_pem());
 
@@ -53,8 +50,8 @@ async fn a_new_server_certificate_is_served_to_new_connections_while_open_ones_k
 
     // The connection opened before the rotation still works.
     assert_eq!(
-        get_on(&mut open, "/v1/data/subscriber/1").await.unwrap().0,
-        StatusCode::OK
+        get_on(&mut open, PING).await.unwrap().0,
+        StatusCode::NOT_FOUND
     );
     gateway.shutdown().await;
 }
@@ -76,8 +73,8 @@ async fn a_bad_new_certificate_is_refused_and_the_old_one_kept() {
         Some(&world.gateway_cert.cert_der())
     );
     assert_eq!(
-        get_on(&mut conn, "/v1/data/subscriber/1").await.unwrap().0,
-        StatusCode::OK
+        get_on(&mut conn, PING).await.unwrap().0,
+        StatusCode::NOT_FOUND
     );
 
     // An expired replacement is refused too.
@@ -110,26 +107,21 @@ async fn a_new_crl_refuses_a_revoked_peer_from_then_on() {
     let client = world.client(Some(&police));
     let mut open = client.connect(gateway.border, "localhost").await.unwrap();
     assert_eq!(
-        get_on(&mut open, "/v1/data/subscriber/1").await.unwrap().0,
-        StatusCode::OK
+        get_on(&mut open, PING).await.unwrap().0,
+        StatusCode::NOT_FOUND
     );
 
     world.write("fi/ca.crl", &world.fi.crl_pem(&[&police]).unwrap());
     let refused = eventually(Duration::from_secs(5), || async {
-        get(&client, gateway.border, "/v1/data/subscriber/1")
-            .await
-            .is_err()
+        get(&client, gateway.border, PING).await.is_err()
     })
     .await;
     assert!(refused, "revoked peer still admitted after the CRL changed");
     // Others from FI are unaffected.
     let other = world.client(Some(&world.fi_police()));
     assert_eq!(
-        get(&other, gateway.border, "/v1/data/subscriber/1")
-            .await
-            .unwrap()
-            .0,
-        StatusCode::OK
+        get(&other, gateway.border, PING).await.unwrap().0,
+        StatusCode::NOT_FOUND
     );
     gateway.shutdown().await;
 }

@@ -13,6 +13,7 @@ use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
 use xborder::client::{self, BorderClient, ClientError, Connection};
 use xborder::config::Config;
+use xborder::grant::token::TokenKeys;
 use xborder::identity::{Jurisdiction, SpiffeId};
 use xborder::pki::{DevCa, Issued, LeafSpec};
 use xborder::server::Gateway;
@@ -56,6 +57,7 @@ impl World {
         world.write("fi/ca.crl", &world.fi.crl_pem(&[]).unwrap());
         world.write("ee/gateway.pem", &world.gateway_cert.cert_pem());
         world.write("ee/gateway-key.pem", &world.gateway_cert.key_pem());
+        TokenKeys::generate_file(&world.path("ee/token-key.pem")).unwrap();
         world
     }
 
@@ -98,8 +100,26 @@ shutdown_grace = "20s"
 [reload]
 interval = "100ms"
 
-[admin]
-identities = ["spiffe://ee.xborder.test/admin/operator"]
+[tokens]
+signing_key = "token-key.pem"
+
+[admin.identities]
+"spiffe://ee.xborder.test/admin/operator" = ["operator", "approver", "reviewer"]
+"spiffe://ee.xborder.test/admin/alice" = ["approver"]
+"spiffe://ee.xborder.test/admin/bob" = ["approver"]
+"spiffe://ee.xborder.test/admin/rita" = ["reviewer"]
+
+[policy.EE.FI]
+legal_bases = ["eu-2023-1543"]
+categories = ["subscriber", "traffic", "content"]
+forbidden_categories = ["ip_identification"]
+max_targets = 5
+max_period = "366d"
+max_lifetime = "30d"
+max_lifetime_emergency = "3d"
+
+[policy.EE.FI.approvals]
+content = 2
 
 [trust.EE]
 trust_domain = "ee.xborder.test"
@@ -288,3 +308,143 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// An age recipient for request bodies (its identity is not needed here).
+pub const RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+/// A request body asking for `categories` about two targets.
+pub fn request_body(categories: &[&str], urgency: &str) -> serde_json::Value {
+    serde_json::json!({
+        "legal_basis": "eu-2023-1543",
+        "purpose": "investigation 2026/77 into card fraud",
+        "categories": categories,
+        "targets": ["+3725550123", "+3725550124"],
+        "period": { "from": "2026-01-01T00:00:00Z", "to": "2026-06-30T00:00:00Z" },
+        "urgency": urgency,
+        "recipient": RECIPIENT,
+        "justification": "the suspect used these numbers to confirm fraudulent payments",
+    })
+}
+
+/// Sends `body` as JSON with `method` on a fresh connection; status and JSON answer.
+pub async fn send_json(
+    client: &BorderClient,
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    token: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
+    let mut conn = client.connect(addr, "localhost").await.unwrap();
+    send_json_on(&mut conn, method, path, body, token).await
+}
+
+pub async fn send_json_on(
+    conn: &mut Connection,
+    method: http::Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    token: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut request = http::Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(xborder::server::full(bytes)).unwrap();
+    let (parts, body) = client::collect(conn.send(request).await.unwrap())
+        .await
+        .unwrap();
+    let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    (parts.status, value)
+}
+
+/// An admin identity of EE's (`operator`, `alice`, `bob`, `rita`).
+pub fn admin(world: &World, name: &str) -> BorderClient {
+    let cert = world
+        .ee
+        .issue(&LeafSpec::client(spiffe(&format!(
+            "spiffe://ee.xborder.test/admin/{name}"
+        ))))
+        .unwrap();
+    world.client(Some(&cert))
+}
+
+/// Files a request as `cert`'s holder; the request's JSON as the border returns it.
+pub async fn file(
+    world: &World,
+    border: SocketAddr,
+    cert: &Issued,
+    body: &serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    send_json(
+        &world.client(Some(cert)),
+        border,
+        http::Method::POST,
+        "/v1/requests",
+        Some(body),
+        None,
+    )
+    .await
+}
+
+/// Files a request for `categories` as `cert`, has it approved by as many
+/// approvers as it needs, and returns the grant token.
+pub async fn grant_token(
+    world: &World,
+    border: SocketAddr,
+    admin_addr: SocketAddr,
+    cert: &Issued,
+    categories: &[&str],
+) -> String {
+    let (status, filed) = file(world, border, cert, &request_body(categories, "normal")).await;
+    assert_eq!(status, StatusCode::CREATED, "{filed}");
+    let id = filed["id"].as_str().unwrap().to_owned();
+    for approver in ["alice", "bob"] {
+        let (status, answer) = send_json(
+            &admin(world, approver),
+            admin_addr,
+            http::Method::POST,
+            &format!("/v1/requests/{id}/approve"),
+            Some(&serde_json::json!({})),
+            None,
+        )
+        .await;
+        assert!(status.is_success(), "{status}: {answer}");
+        if answer["state"] == "approved" {
+            break;
+        }
+    }
+    let (status, view) = send_json(
+        &world.client(Some(cert)),
+        border,
+        http::Method::GET,
+        &format!("/v1/requests/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    view["grant"]["token"]
+        .as_str()
+        .expect("approved request carries its token")
+        .to_owned()
+}
+
+/// A GET with a bearer token on `conn`.
+pub async fn get_with(
+    conn: &mut Connection,
+    path: &str,
+    token: &str,
+) -> Result<(StatusCode, Bytes), ClientError> {
+    let mut request = client::get(path.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let response = conn.send(request).await?;
+    let (parts, body) = client::collect(response).await?;
+    Ok((parts.status, body))
+}
+
+/// A path that any verified peer may GET: an unknown request, answered 404.
+pub const PING: &str = "/v1/requests/00000000-0000-4000-8000-000000000000";

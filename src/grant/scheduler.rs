@@ -1,0 +1,53 @@
+//! Ends grants exactly when they fall due: at expiry, or when an emergency
+//! grant's validation window closes unvalidated.
+//!
+//! No polling sweep: the scheduler sleeps until the earliest due time the
+//! store knows (re-read at start, so grants that fell due while the gateway
+//! was down end at once), and is woken early when a new grant or validation
+//! changes that time. Several replicas may run it: `end_grant` only ends an
+//! active grant, so the first to act wins and the others find nothing to do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::review::Review;
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(review: Arc<Review>, shutdown: CancellationToken) {
+    loop {
+        let next = match sweep(&review).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "grant scheduler cannot reach the store; retrying in 1 s");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(review.clock.instant_at(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = review.rearm.notified() => {}
+            _ = sleep => {}
+        }
+    }
+}
+
+/// Ends every grant due now; returns when the next one falls due.
+async fn sweep(
+    review: &Review,
+) -> Result<Option<crate::clock::Timestamp>, crate::review::ReviewError> {
+    let now = review.now();
+    for (id, cause) in review.store.due(now).await? {
+        review.end(id, cause, None, None).await?;
+    }
+    Ok(review.store.next_due().await?)
+}

@@ -1,0 +1,542 @@
+//! Policy per jurisdiction pair (holder → requester), and its findings.
+//!
+//! A request is evaluated rule by rule; each rule gives a [`Finding`] with a
+//! verdict: `pass`, `fail` (a hard rule: the request is refused at filing,
+//! with every failing finding listed) or `needs_review` (a point reviewers
+//! must weigh). A pair with no policy is refused: deny by default.
+//!
+//! Defaults follow the EU e-Evidence Regulation (2023/1543): a response is
+//! due within 10 days, 8 hours in an emergency; an emergency grant given by
+//! one approver must be validated by a second within 48 hours.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::category::Category;
+use crate::clock::Timestamp;
+use crate::identity::Jurisdiction;
+use crate::request::{Scope, Urgency};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    NeedsReview,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::NeedsReview => "needs_review",
+        }
+    }
+}
+
+/// One rule's verdict on a request, with the reason in plain words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub rule: String,
+    pub verdict: Verdict,
+    pub reason: String,
+}
+
+impl Finding {
+    fn new(rule: impl Into<String>, verdict: Verdict, reason: impl Into<String>) -> Self {
+        Self {
+            rule: rule.into(),
+            verdict,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How an emergency request may be approved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmergencyApproval {
+    /// As many approvers as a normal request.
+    AsNormal,
+    /// One approver grants at once; a second distinct approver must validate
+    /// within `emergency_validation`, else the grant is revoked.
+    OneThenValidate,
+}
+
+/// The rules for one pair: data held in `holder`, requested from `requester`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PairPolicy {
+    pub holder: Jurisdiction,
+    pub requester: Jurisdiction,
+    pub legal_bases: Vec<String>,
+    pub categories: Vec<Category>,
+    /// Categories that may never leave the holder's jurisdiction (data localisation).
+    pub forbidden_categories: Vec<Category>,
+    pub max_targets: usize,
+    #[serde(with = "secs")]
+    pub max_period: Duration,
+    #[serde(with = "secs")]
+    pub max_lifetime: Duration,
+    #[serde(with = "secs")]
+    pub max_lifetime_emergency: Duration,
+    /// Distinct approvers needed per category; 1 where not listed.
+    pub approvals: BTreeMap<Category, u32>,
+    #[serde(with = "secs")]
+    pub response_deadline: Duration,
+    #[serde(with = "secs")]
+    pub response_deadline_emergency: Duration,
+    #[serde(with = "secs")]
+    pub notification_deferral_max: Duration,
+    pub emergency: EmergencyApproval,
+    #[serde(with = "secs")]
+    pub emergency_validation: Duration,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+}
+
+/// What evaluating a request against policy decided.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub findings: Vec<Finding>,
+    /// SHA-256 (hex) of the policy that decided; empty when no policy applied.
+    pub policy_hash: String,
+    /// When a response is due.
+    pub deadline: Timestamp,
+    /// Distinct approvers needed for a grant.
+    pub approvals_required: u32,
+    /// Approvers needed before a grant exists (1 for a validated emergency).
+    pub approvals_to_grant: u32,
+    pub max_lifetime: Duration,
+    /// How long an emergency grant may go unvalidated.
+    pub validation_window: Option<Duration>,
+}
+
+impl Evaluation {
+    /// Whether a hard rule failed: the request is refused at filing.
+    pub fn refused(&self) -> bool {
+        self.findings.iter().any(|f| f.verdict == Verdict::Fail)
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.verdict == Verdict::Fail)
+    }
+}
+
+/// Every configured pair policy.
+#[derive(Clone, Debug, Default)]
+pub struct Policies {
+    pairs: BTreeMap<(Jurisdiction, Jurisdiction), PairPolicy>,
+}
+
+impl Policies {
+    pub fn new(pairs: impl IntoIterator<Item = PairPolicy>) -> Self {
+        Self {
+            pairs: pairs
+                .into_iter()
+                .map(|p| ((p.holder.clone(), p.requester.clone()), p))
+                .collect(),
+        }
+    }
+
+    pub fn pair(&self, holder: &Jurisdiction, requester: &Jurisdiction) -> Option<&PairPolicy> {
+        self.pairs.get(&(holder.clone(), requester.clone()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Evaluates `scope` filed at `now` for data of `holder` by `requester`.
+    pub fn evaluate(
+        &self,
+        holder: &Jurisdiction,
+        requester: &Jurisdiction,
+        scope: &Scope,
+        now: Timestamp,
+    ) -> Evaluation {
+        match self.pair(holder, requester) {
+            Some(policy) => policy.evaluate(scope, now),
+            None => Evaluation {
+                findings: vec![Finding::new(
+                    "pair_policy",
+                    Verdict::Fail,
+                    format!(
+                        "no policy allows {holder} data to go to {requester}: denied by default"
+                    ),
+                )],
+                policy_hash: String::new(),
+                deadline: now,
+                approvals_required: 1,
+                approvals_to_grant: 1,
+                max_lifetime: Duration::ZERO,
+                validation_window: None,
+            },
+        }
+    }
+}
+
+impl PairPolicy {
+    /// The policy's fingerprint, recorded with every decision it made.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(json))
+    }
+
+    pub fn evaluate(&self, scope: &Scope, now: Timestamp) -> Evaluation {
+        use Verdict::*;
+        let pair = format!("{} → {}", self.holder, self.requester);
+        let mut findings = vec![Finding::new(
+            "pair_policy",
+            Pass,
+            format!("a policy covers {pair}"),
+        )];
+
+        findings.push(
+            if self.legal_bases.iter().any(|b| b == &scope.legal_basis) {
+                Finding::new(
+                    "legal_basis",
+                    Pass,
+                    format!("`{}` is an accepted legal basis", scope.legal_basis),
+                )
+            } else {
+                Finding::new(
+                    "legal_basis",
+                    Fail,
+                    format!(
+                        "`{}` is not an accepted legal basis for {pair} (accepted: {})",
+                        scope.legal_basis,
+                        self.legal_bases.join(", ")
+                    ),
+                )
+            },
+        );
+
+        for category in &scope.categories {
+            let rule = format!("category.{category}");
+            findings.push(if self.forbidden_categories.contains(category) {
+                Finding::new(
+                    rule,
+                    Fail,
+                    format!(
+                        "`{category}` data may not leave {} (data localisation)",
+                        self.holder
+                    ),
+                )
+            } else if !self.categories.contains(category) {
+                Finding::new(
+                    rule,
+                    Fail,
+                    format!("`{category}` is not a category {pair} allows"),
+                )
+            } else {
+                Finding::new(rule, Pass, format!("`{category}` is allowed"))
+            });
+        }
+
+        let n = scope.targets.len();
+        findings.push(if n > self.max_targets {
+            Finding::new(
+                "targets",
+                Fail,
+                format!("{n} targets; at most {} per request", self.max_targets),
+            )
+        } else {
+            Finding::new(
+                "targets",
+                Pass,
+                format!("{n} target(s), within {}", self.max_targets),
+            )
+        });
+
+        let length = scope.period.from.until(scope.period.to);
+        findings.push(if length > self.max_period {
+            Finding::new(
+                "period",
+                Fail,
+                format!(
+                    "the period spans {}; at most {}",
+                    days(length),
+                    days(self.max_period)
+                ),
+            )
+        } else {
+            Finding::new(
+                "period",
+                Pass,
+                format!(
+                    "the period spans {}, within {}",
+                    days(length),
+                    days(self.max_period)
+                ),
+            )
+        });
+
+        let approvals_required = scope
+            .categories
+            .iter()
+            .map(|c| self.approvals.get(c).copied().unwrap_or(1))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        if approvals_required > 1 {
+            let strict: Vec<_> = scope
+                .categories
+                .iter()
+                .filter(|c| self.approvals.get(*c).copied().unwrap_or(1) > 1)
+                .map(|c| format!("`{c}`"))
+                .collect();
+            findings.push(Finding::new(
+                "approvals",
+                NeedsReview,
+                format!(
+                    "{} need(s) {approvals_required} distinct approvers",
+                    strict.join(", ")
+                ),
+            ));
+        }
+
+        let emergency = scope.urgency == Urgency::Emergency;
+        let (deadline, max_lifetime) = if emergency {
+            (
+                self.response_deadline_emergency,
+                self.max_lifetime_emergency,
+            )
+        } else {
+            (self.response_deadline, self.max_lifetime)
+        };
+        let one_then_validate = emergency
+            && self.emergency == EmergencyApproval::OneThenValidate
+            && approvals_required > 1;
+        if emergency {
+            let how = if one_then_validate {
+                format!(
+                    "one approver may grant at once; a second must validate within {} or the grant is revoked",
+                    hours(self.emergency_validation)
+                )
+            } else {
+                format!("{approvals_required} approver(s), as for a normal request")
+            };
+            findings.push(Finding::new(
+                "emergency",
+                NeedsReview,
+                format!(
+                    "emergency request: response due within {}; {how}",
+                    hours(deadline)
+                ),
+            ));
+        }
+
+        Evaluation {
+            findings,
+            policy_hash: self.hash(),
+            deadline: now.saturating_add(deadline),
+            approvals_required,
+            approvals_to_grant: if one_then_validate {
+                1
+            } else {
+                approvals_required
+            },
+            max_lifetime,
+            validation_window: one_then_validate.then_some(self.emergency_validation),
+        }
+    }
+}
+
+fn days(d: Duration) -> String {
+    let days = d.as_secs_f64() / 86_400.0;
+    if days >= 1.0 {
+        format!("{days:.0} day(s)")
+    } else {
+        hours(d)
+    }
+}
+
+fn hours(d: Duration) -> String {
+    let h = d.as_secs() / 3600;
+    if h > 0 && d.as_secs() % 3600 == 0 {
+        format!("{h} hour(s)")
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<12} {:<24} {}",
+            self.verdict.as_str().to_uppercase(),
+            self.rule,
+            self.reason
+        )
+    }
+}
+
+impl PairPolicy {
+    /// Types a `[policy.<HOLDER>.<REQUESTER>]` table, reporting each bad key
+    /// (relative to the table) through `error`.
+    pub(crate) fn from_raw(
+        holder: Jurisdiction,
+        requester: Jurisdiction,
+        raw: RawPairPolicy,
+        error: &mut dyn FnMut(String, String),
+    ) -> Option<Self> {
+        let mut ok = true;
+        let mut duration = |key: &str, value: Option<&str>, default: Duration| match value {
+            None => default,
+            Some(text) => crate::config::parse_duration(text).unwrap_or_else(|e| {
+                error(key.to_owned(), e);
+                ok = false;
+                default
+            }),
+        };
+        const DAY: u64 = 86_400;
+        let max_period = duration("max_period", Some(&raw.max_period), Duration::ZERO);
+        let max_lifetime = duration("max_lifetime", Some(&raw.max_lifetime), Duration::ZERO);
+        let max_lifetime_emergency = duration(
+            "max_lifetime_emergency",
+            raw.max_lifetime_emergency.as_deref(),
+            max_lifetime,
+        );
+        let response_deadline = duration(
+            "response_deadline",
+            raw.response_deadline.as_deref(),
+            Duration::from_secs(10 * DAY),
+        );
+        let response_deadline_emergency = duration(
+            "response_deadline_emergency",
+            raw.response_deadline_emergency.as_deref(),
+            Duration::from_secs(8 * 3600),
+        );
+        let notification_deferral_max = duration(
+            "notification_deferral_max",
+            raw.notification_deferral_max.as_deref(),
+            Duration::from_secs(90 * DAY),
+        );
+        let emergency_validation = duration(
+            "emergency_validation",
+            raw.emergency_validation.as_deref(),
+            Duration::from_secs(48 * 3600),
+        );
+
+        let mut categories = |key: &str, list: &[String]| -> Vec<Category> {
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, c)| {
+                    c.parse()
+                        .map_err(|e: crate::category::CategoryError| {
+                            error(format!("{key}[{i}]"), e.to_string());
+                            ok = false;
+                        })
+                        .ok()
+                })
+                .collect()
+        };
+        let allowed = categories("categories", &raw.categories);
+        let forbidden = categories("forbidden_categories", &raw.forbidden_categories);
+        let mut approvals = BTreeMap::new();
+        for (c, n) in &raw.approvals {
+            match c.parse::<Category>() {
+                Ok(_) if *n == 0 => {
+                    error(format!("approvals.{c}"), "at least 1 approver".to_owned());
+                    ok = false;
+                }
+                Ok(category) => {
+                    approvals.insert(category, *n);
+                }
+                Err(e) => {
+                    error(format!("approvals.{c}"), e.to_string());
+                    ok = false;
+                }
+            }
+        }
+        if let Some(both) = allowed.iter().find(|c| forbidden.contains(c)) {
+            error(
+                "forbidden_categories".into(),
+                format!("`{both}` is also in `categories`"),
+            );
+            ok = false;
+        }
+        if raw.legal_bases.is_empty() {
+            error(
+                "legal_bases".into(),
+                "no legal basis accepted: list at least one".into(),
+            );
+            ok = false;
+        }
+        if raw.max_targets == 0 {
+            error("max_targets".into(), "must be at least 1".into());
+            ok = false;
+        }
+        let emergency = match raw.emergency.as_deref() {
+            None | Some("one_then_validate") => EmergencyApproval::OneThenValidate,
+            Some("as_normal") => EmergencyApproval::AsNormal,
+            Some(other) => {
+                error(
+                    "emergency".into(),
+                    format!(
+                        "`{other}` is not an emergency approval mode (one_then_validate, as_normal)"
+                    ),
+                );
+                ok = false;
+                EmergencyApproval::OneThenValidate
+            }
+        };
+        ok.then(|| Self {
+            holder,
+            requester,
+            legal_bases: raw.legal_bases,
+            categories: allowed,
+            forbidden_categories: forbidden,
+            max_targets: raw.max_targets,
+            max_period,
+            max_lifetime,
+            max_lifetime_emergency,
+            approvals,
+            response_deadline,
+            response_deadline_emergency,
+            notification_deferral_max,
+            emergency,
+            emergency_validation,
+        })
+    }
+}
+
+/// The `[policy.<HOLDER>.<REQUESTER>]` table as written in the config file.
+#[derive(Deserialize)]
+pub(crate) struct RawPairPolicy {
+    pub legal_bases: Vec<String>,
+    pub categories: Vec<String>,
+    #[serde(default)]
+    pub forbidden_categories: Vec<String>,
+    pub max_targets: usize,
+    pub max_period: String,
+    pub max_lifetime: String,
+    pub max_lifetime_emergency: Option<String>,
+    #[serde(default)]
+    pub approvals: BTreeMap<String, u32>,
+    pub response_deadline: Option<String>,
+    pub response_deadline_emergency: Option<String>,
+    pub notification_deferral_max: Option<String>,
+    pub emergency: Option<String>,
+    pub emergency_validation: Option<String>,
+}
+
+#[cfg(test)]
+mod tests;

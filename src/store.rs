@@ -1,0 +1,103 @@
+//! Where requests, findings, approvals, grants and quota counters live.
+//!
+//! [`Store`] is the one interface the rest of the gateway uses; the embedded
+//! default is [`sqlite::SqliteStore`] (one file under `data_dir`, WAL,
+//! synchronous commits). Every method is one transaction: a change is either
+//! wholly written or not at all, and an acknowledged write survives a crash.
+//! State transitions are checked inside the transaction (a request is
+//! approved only while pending, a grant ends only while active), so two
+//! replicas racing on the same record cannot both win.
+
+use async_trait::async_trait;
+
+use crate::clock::Timestamp;
+use crate::grant::{Cause, Grant, GrantId, GrantState};
+use crate::identity::SpiffeId;
+use crate::request::{Approval, Request, RequestId, RequestState};
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such record")]
+    NotFound,
+    /// The record is not in a state that allows the change.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("storage failure: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// What an approval led to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Approved {
+    /// Recorded; more distinct approvers are needed. Holds the count so far.
+    Pending { approvals: usize, required: usize },
+    /// The approval completed the review: the grant now exists.
+    Granted(Box<Grant>),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a newly filed request (any state) with its findings.
+    async fn insert_request(&self, request: &Request) -> Result<(), StoreError>;
+
+    async fn request(&self, id: RequestId) -> Result<Option<Request>, StoreError>;
+
+    /// Requests, newest first, optionally in one state.
+    async fn requests(&self, state: Option<RequestState>) -> Result<Vec<Request>, StoreError>;
+
+    /// Records `approval` on a pending request (the same approver twice counts
+    /// once). When the distinct approvals reach `required`, in the same
+    /// transaction: stores `grant` (with every approver so far) and marks the
+    /// request approved. `Conflict` unless the request is pending.
+    async fn approve(
+        &self,
+        id: RequestId,
+        approval: Approval,
+        required: usize,
+        grant: Grant,
+    ) -> Result<Approved, StoreError>;
+
+    /// Denies a pending request. `Conflict` unless it is pending.
+    async fn deny(
+        &self,
+        id: RequestId,
+        by: &SpiffeId,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<Request, StoreError>;
+
+    async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError>;
+
+    /// Grants, newest first, optionally in one state.
+    async fn grants(&self, state: Option<GrantState>) -> Result<Vec<Grant>, StoreError>;
+
+    /// Validates an active emergency grant awaiting validation. `Conflict` if
+    /// it is not active, needs no validation, is already validated, or `by`
+    /// is one of its approvers.
+    async fn validate_grant(
+        &self,
+        id: GrantId,
+        by: &SpiffeId,
+        at: Timestamp,
+    ) -> Result<Grant, StoreError>;
+
+    /// Ends an active grant with `cause`. `Ok(None)` if it had already ended
+    /// (the first ending wins and is kept).
+    async fn end_grant(
+        &self,
+        id: GrantId,
+        cause: Cause,
+        by: Option<&SpiffeId>,
+        reason: Option<&str>,
+        at: Timestamp,
+    ) -> Result<Option<Grant>, StoreError>;
+
+    /// The earliest moment an active grant falls due (expiry, or validation
+    /// deadline while unvalidated).
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Active grants due at `now`, with the cause each must end with.
+    async fn due(&self, now: Timestamp) -> Result<Vec<(GrantId, Cause)>, StoreError>;
+}

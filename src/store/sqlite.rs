@@ -1,0 +1,342 @@
+//! The embedded store: one SQLite file under the gateway's `data_dir`.
+//!
+//! One connection behind a mutex, used from `spawn_blocking` so a slow disk
+//! never stalls the async workers. SQLite allows one writer at a time anyway,
+//! and every call is short, so a pool would only add lock contention. Writes
+//! open with `BEGIN IMMEDIATE`: the write lock is taken before the state
+//! check, so a check and the change it guards cannot be split by another
+//! process writing the same file. The file runs in WAL mode with
+//! `synchronous = FULL`: an acknowledged write survives power loss.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use super::{Approved, Store, StoreError};
+use crate::clock::Timestamp;
+use crate::grant::{Cause, Grant, GrantId, GrantState};
+use crate::identity::SpiffeId;
+use crate::request::{Approval, Request, RequestId, RequestState};
+
+mod migrations;
+mod rows;
+#[cfg(test)]
+mod tests;
+
+/// How long a call waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// The file name used under a gateway's data_dir.
+    pub const FILE_NAME: &'static str = "xborder.sqlite3";
+
+    /// Opens (creating if needed) `path`, sets WAL, synchronous=FULL,
+    /// foreign_keys=ON, busy_timeout 5 s, and runs migrations. The parent
+    /// directory must exist. A file whose schema is newer than this code
+    /// knows is refused.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let at = |source: StoreError| match source {
+            StoreError::Backend(source) => StoreError::Backend(Box::new(OpenError {
+                path: path.to_owned(),
+                source,
+            })),
+            other => other,
+        };
+        let mut conn = Connection::open(path).map_err(|e| at(e.into()))?;
+        configure(&conn).map_err(at)?;
+        migrations::migrate(&mut conn).map_err(at)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection on tokio's blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock is a bug; refuse to go on with
+            // the connection rather than guess what it left behind.
+            let mut conn = conn.lock().map_err(|_| {
+                StoreError::Backend("the SQLite connection's lock is poisoned".into())
+            })?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend(
+            format!("SQLite refused WAL mode (journal_mode is `{mode}`)").into(),
+        ));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Opening or migrating the file failed; names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+struct OpenError {
+    path: PathBuf,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Every SQLite failure is a backend failure; callers that can tell a
+/// conflict apart (a duplicate key) map it before this applies.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_request(&self, request: &Request) -> Result<(), StoreError> {
+        let request = request.clone();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            rows::insert_request(&tx, &request)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn request(&self, id: RequestId) -> Result<Option<Request>, StoreError> {
+        self.run(move |conn| {
+            // A read transaction so the request, findings and approvals are one snapshot.
+            let tx = conn.transaction()?;
+            rows::request(&tx, id)
+        })
+        .await
+    }
+
+    async fn requests(&self, state: Option<RequestState>) -> Result<Vec<Request>, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            rows::requests(&tx, state.map(RequestState::as_str))
+        })
+        .await
+    }
+
+    async fn approve(
+        &self,
+        id: RequestId,
+        approval: Approval,
+        required: usize,
+        mut grant: Grant,
+    ) -> Result<Approved, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let key = id.to_string();
+            pending(&tx, id)?;
+            if grant.request_id != id {
+                return Err(StoreError::Conflict(format!(
+                    "grant {} is for request {}, not {id}",
+                    grant.id, grant.request_id
+                )));
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO approvals (request_id, approver, at) VALUES (?1, ?2, ?3)",
+                params![key, approval.approver.as_str(), approval.at.unix_ms()],
+            )?;
+            let approvals = rows::approvals(&tx, &key)?;
+            if approvals.len() < required {
+                tx.commit()?;
+                return Ok(Approved::Pending {
+                    approvals: approvals.len(),
+                    required,
+                });
+            }
+            grant.approvers = approvals.into_iter().map(|a| a.approver).collect();
+            rows::insert_grant(&tx, &grant)?;
+            tx.execute(
+                "UPDATE requests SET state = ?1, decided_at = ?2, decided_by = ?3, grant_id = ?4 WHERE id = ?5",
+                params![
+                    RequestState::Approved.as_str(),
+                    approval.at.unix_ms(),
+                    approval.approver.as_str(),
+                    grant.id.to_string(),
+                    key,
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Approved::Granted(Box::new(grant)))
+        })
+        .await
+    }
+
+    async fn deny(
+        &self,
+        id: RequestId,
+        by: &SpiffeId,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<Request, StoreError> {
+        let by = by.clone();
+        let reason = reason.to_owned();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            pending(&tx, id)?;
+            tx.execute(
+                "UPDATE requests SET state = ?1, decided_at = ?2, decided_by = ?3, reason = ?4 WHERE id = ?5",
+                params![
+                    RequestState::Denied.as_str(),
+                    at.unix_ms(),
+                    by.as_str(),
+                    reason,
+                    id.to_string()
+                ],
+            )?;
+            let request = rows::request(&tx, id)?.ok_or(StoreError::NotFound)?;
+            tx.commit()?;
+            Ok(request)
+        })
+        .await
+    }
+
+    async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
+        self.run(move |conn| rows::grant(conn, id)).await
+    }
+
+    async fn grants(&self, state: Option<GrantState>) -> Result<Vec<Grant>, StoreError> {
+        self.run(move |conn| rows::grants(conn, state.map(GrantState::as_str)))
+            .await
+    }
+
+    async fn validate_grant(
+        &self,
+        id: GrantId,
+        by: &SpiffeId,
+        at: Timestamp,
+    ) -> Result<Grant, StoreError> {
+        let by = by.clone();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut grant = rows::grant(&tx, id)?.ok_or(StoreError::NotFound)?;
+            if grant.state != GrantState::Active {
+                return Err(StoreError::Conflict(format!(
+                    "grant {id} is {}, not active",
+                    grant.state.as_str()
+                )));
+            }
+            let Some(due) = grant.validation_due else {
+                return Err(StoreError::Conflict(format!(
+                    "grant {id} needs no validation"
+                )));
+            };
+            if let Some(earlier) = &grant.validated_by {
+                return Err(StoreError::Conflict(format!(
+                    "grant {id} is already validated by {earlier}"
+                )));
+            }
+            if grant.approvers.contains(&by) {
+                return Err(StoreError::Conflict(format!(
+                    "{by} approved grant {id}, so a different approver must validate it"
+                )));
+            }
+            // Past the deadline the scheduler ends the grant (`Grant::due_cause`);
+            // a validation racing it must not revive it.
+            match grant.due_cause(at) {
+                None => {}
+                Some(Cause::ValidationMissed) => {
+                    return Err(StoreError::Conflict(format!(
+                        "grant {id} had to be validated by {due}"
+                    )));
+                }
+                Some(_) => {
+                    return Err(StoreError::Conflict(format!(
+                        "grant {id} expired at {}",
+                        grant.expires_at
+                    )));
+                }
+            }
+            tx.execute(
+                "UPDATE grants SET validated_by = ?1, validated_at = ?2 WHERE id = ?3",
+                params![by.as_str(), at.unix_ms(), id.to_string()],
+            )?;
+            tx.commit()?;
+            grant.validated_by = Some(by);
+            Ok(grant)
+        })
+        .await
+    }
+
+    async fn end_grant(
+        &self,
+        id: GrantId,
+        cause: Cause,
+        by: Option<&SpiffeId>,
+        reason: Option<&str>,
+        at: Timestamp,
+    ) -> Result<Option<Grant>, StoreError> {
+        let by = by.cloned();
+        let reason = reason.map(str::to_owned);
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE grants SET state = ?1, ended_cause = ?2, ended_at = ?3, ended_by = ?4, ended_reason = ?5 \
+                 WHERE id = ?6 AND state = 'active'",
+                params![
+                    cause.end_state().as_str(),
+                    cause.as_str(),
+                    at.unix_ms(),
+                    by.as_ref().map(SpiffeId::as_str),
+                    reason,
+                    id.to_string(),
+                ],
+            )?;
+            let grant = rows::grant(&tx, id)?.ok_or(StoreError::NotFound)?;
+            tx.commit()?;
+            Ok((changed == 1).then_some(grant))
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.run(|conn| rows::next_due(conn)).await
+    }
+
+    async fn due(&self, now: Timestamp) -> Result<Vec<(GrantId, Cause)>, StoreError> {
+        self.run(move |conn| {
+            let candidates = rows::due_candidates(conn, now)?;
+            // The SQL narrows; `due_cause` decides, so the scheduler and the
+            // store cannot disagree on which cause wins.
+            Ok(candidates
+                .into_iter()
+                .filter_map(|g| g.due_cause(now).map(|cause| (g.id, cause)))
+                .collect())
+        })
+        .await
+    }
+}
+
+/// `Ok` if request `id` exists and is pending; `NotFound` or `Conflict` otherwise.
+fn pending(conn: &Connection, id: RequestId) -> Result<(), StoreError> {
+    let state = rows::request_state(conn, &id.to_string())?.ok_or(StoreError::NotFound)?;
+    if state != RequestState::Pending.as_str() {
+        return Err(StoreError::Conflict(format!(
+            "request {id} is {state}, not pending"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! What only the SQLite store can be asked: its pragmas, its schema, and how
+//! it treats rows it did not write. The behaviour every store shares is in
+//! `tests/it/store.rs`.
+
+use std::path::PathBuf;
+
+use super::migrations::{self, MIGRATIONS};
+use super::*;
+use crate::policy::{Finding, Verdict};
+use crate::request::{Period, Scope, Urgency};
+
+fn open() -> (tempfile::TempDir, PathBuf, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SqliteStore::FILE_NAME);
+    let store = SqliteStore::open(&path).unwrap();
+    (dir, path, store)
+}
+
+fn request() -> Request {
+    let at = Timestamp::from_unix_ms;
+    Request {
+        id: RequestId::new(),
+        requester: "spiffe://fi.xborder.test/police".parse().unwrap(),
+        requester_jurisdiction: "FI".parse().unwrap(),
+        holder: "EE".parse().unwrap(),
+        thumbprint: "tp".into(),
+        scope: Scope {
+            legal_basis: "EIO".into(),
+            purpose: "fraud".into(),
+            categories: vec!["subscriber".parse().unwrap()],
+            targets: vec!["+372 5555 0101".into()],
+            period: Period {
+                from: at(0),
+                to: at(1),
+            },
+            urgency: Urgency::Normal,
+            recipient: "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p".into(),
+            justification: "why".into(),
+        },
+        state: RequestState::Pending,
+        findings: vec![Finding {
+            rule: "legal_basis".into(),
+            verdict: Verdict::Pass,
+            reason: "ok".into(),
+        }],
+        policy_hash: "h".into(),
+        filed_at: at(1_000),
+        deadline: at(2_000),
+        approvals: Vec::new(),
+        decided_at: None,
+        decided_by: None,
+        reason: None,
+        grant_id: None,
+    }
+}
+
+fn sql(store: &SqliteStore, statement: &str) -> rusqlite::Result<usize> {
+    store.conn.lock().unwrap().execute(statement, [])
+}
+
+#[track_caller]
+fn assert_backend_names(error: StoreError, column: &str) {
+    match error {
+        StoreError::Backend(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(column),
+                "`{message}` should name `{column}`"
+            );
+        }
+        other => panic!("expected a backend error naming {column}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_new_file_is_durable_and_at_the_current_version() {
+    let (_dir, _path, store) = open();
+    let conn = store.conn.lock().unwrap();
+    let pragma = |name: &str| -> String {
+        conn.pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+            .map(|v| match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .unwrap()
+    };
+    assert_eq!(pragma("journal_mode"), "wal");
+    assert_eq!(pragma("synchronous"), "2", "FULL");
+    assert_eq!(pragma("foreign_keys"), "1");
+    assert_eq!(pragma("busy_timeout"), "5000");
+    assert_eq!(
+        migrations::user_version(&conn).unwrap(),
+        MIGRATIONS.len() as u32
+    );
+    assert_eq!(migrations::current_version(), MIGRATIONS.len() as u32);
+}
+
+#[tokio::test]
+async fn reopening_does_not_migrate_again() {
+    let (_dir, path, store) = open();
+    let request = request();
+    store.insert_request(&request).await.unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.request(request.id).await.unwrap(), Some(request));
+}
+
+#[test]
+fn a_negative_schema_version_is_refused() {
+    let (_dir, path, store) = open();
+    sql(&store, "PRAGMA user_version = -1").unwrap();
+    drop(store);
+    let Err(e) = SqliteStore::open(&path) else {
+        panic!("a negative user_version is not ours");
+    };
+    assert!(e.to_string().contains("version -1"), "{e}");
+}
+
+#[test]
+fn constraints_guard_states_and_links() {
+    let (_dir, _path, store) = open();
+    let insert = |state: &str| {
+        sql(
+            &store,
+            &format!(
+                "INSERT INTO requests (id, requester, requester_jurisdiction, holder, thumbprint, scope_json, \
+                 state, policy_hash, filed_at, deadline) VALUES \
+                 ('{}', 'r', 'FI', 'EE', 't', '{{}}', '{state}', 'h', 1, 2)",
+                RequestId::new()
+            ),
+        )
+    };
+    assert!(insert("pending").is_ok());
+    assert!(insert("maybe").is_err(), "CHECK on requests.state");
+    assert!(
+        sql(&store, "UPDATE requests SET filed_at = 'yesterday'").is_err(),
+        "STRICT tables keep times integers"
+    );
+    assert!(
+        sql(
+            &store,
+            "INSERT INTO findings VALUES ('no-such-request', 0, 'r', 'pass', 'x')"
+        )
+        .is_err(),
+        "foreign keys are enforced"
+    );
+}
+
+#[tokio::test]
+async fn a_row_that_does_not_parse_is_a_backend_error_naming_its_column() {
+    let (_dir, _path, store) = open();
+    let request = request();
+    store.insert_request(&request).await.unwrap();
+    let id = request.id;
+
+    sql(&store, "UPDATE requests SET requester = 'not a spiffe id'").unwrap();
+    assert_backend_names(store.request(id).await.unwrap_err(), "requests.requester");
+    assert_backend_names(
+        store.requests(None).await.unwrap_err(),
+        "requests.requester",
+    );
+
+    sql(
+        &store,
+        "UPDATE requests SET requester = 'spiffe://fi.xborder.test/police', scope_json = '{}'",
+    )
+    .unwrap();
+    assert_backend_names(store.request(id).await.unwrap_err(), "requests.scope_json");
+}
+
+#[tokio::test]
+async fn a_bad_grant_row_names_its_column() {
+    let (_dir, _path, store) = open();
+    let request = request();
+    store.insert_request(&request).await.unwrap();
+    let grant = Grant {
+        id: GrantId::new(),
+        request_id: request.id,
+        grantee: request.requester.clone(),
+        grantee_jurisdiction: request.requester_jurisdiction.clone(),
+        holder: request.holder.clone(),
+        thumbprint: request.thumbprint.clone(),
+        scope: request.scope.clone(),
+        quotas: Default::default(),
+        used_bytes: 0,
+        used_transfers: 0,
+        approvers: Vec::new(),
+        issued_at: Timestamp::from_unix_ms(1),
+        expires_at: Timestamp::from_unix_ms(2),
+        validation_due: None,
+        validated_by: None,
+        state: GrantState::Active,
+        ending: None,
+        token: "t".into(),
+    };
+    let approval = Approval {
+        approver: "spiffe://ee.xborder.test/anna".parse().unwrap(),
+        at: Timestamp::from_unix_ms(1),
+    };
+    store
+        .approve(request.id, approval, 1, grant.clone())
+        .await
+        .unwrap();
+
+    sql(&store, r#"UPDATE grants SET approvers_json = '["anna"]'"#).unwrap();
+    assert_backend_names(
+        store.grant(grant.id).await.unwrap_err(),
+        "grants.approvers_json",
+    );
+    assert_backend_names(
+        store.due(Timestamp::from_unix_ms(5)).await.unwrap_err(),
+        "grants.approvers_json",
+    );
+
+    // The CHECKs keep negative counters and half-ended grants out in the first place.
+    assert!(sql(&store, "UPDATE grants SET used_bytes = -1").is_err());
+    assert!(sql(&store, "UPDATE grants SET state = 'expired'").is_err());
+}
+
+#[test]
+fn the_scheduler_queries_use_the_partial_indexes() {
+    let (_dir, _path, store) = open();
+    let conn = store.conn.lock().unwrap();
+    let plan = |query: &str| -> String {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+            .unwrap();
+        let now = std::iter::repeat_n(0_i64, stmt.parameter_count());
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(now), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap();
+        rows.collect::<Result<Vec<_>, _>>().unwrap().join("\n")
+    };
+    for (query, indexes) in [
+        (
+            super::rows::NEXT_DUE,
+            ["grants_due_expiry", "grants_due_validation"],
+        ),
+        (
+            super::rows::DUE_IDS,
+            ["grants_due_expiry", "grants_due_validation"],
+        ),
+    ] {
+        let plan = plan(query);
+        for index in indexes {
+            assert!(plan.contains(index), "{query}\nshould use {index}:\n{plan}");
+        }
+    }
+    let queue = plan("SELECT id FROM requests WHERE state = 'pending' ORDER BY filed_at DESC");
+    assert!(queue.contains("requests_by_state"), "{queue}");
+}
