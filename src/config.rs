@@ -305,7 +305,7 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|j| trust.get(j))
             .map(|a| a.trust_domain.clone());
-        let tokens = self.tokens(raw.tokens, own_domain.as_ref());
+        let tokens = self.tokens(raw.tokens, own_domain.as_ref(), jurisdiction.is_some());
         let policies = self.policies(raw.policy);
 
         if let Some(j) = &jurisdiction
@@ -337,6 +337,7 @@ impl Validator<'_> {
         &mut self,
         raw: Option<raw::Tokens>,
         own_domain: Option<&TrustDomain>,
+        jurisdiction_known: bool,
     ) -> Option<TokenFiles> {
         let Some(raw) = raw else {
             self.errors.push(
@@ -349,10 +350,13 @@ impl Validator<'_> {
             (Some(issuer), _) => issuer,
             (None, Some(domain)) => format!("spiffe://{domain}/gateway"),
             (None, None) => {
-                self.errors.push(
-                    "tokens.issuer",
-                    "cannot default without a trust anchor for our own jurisdiction",
-                );
+                // Without a jurisdiction, that is the error already reported.
+                if jurisdiction_known {
+                    self.errors.push(
+                        "tokens.issuer",
+                        "cannot default without a trust anchor for our own jurisdiction",
+                    );
+                }
                 return None;
             }
         };

@@ -369,7 +369,7 @@ fn days(d: Duration) -> String {
 
 fn hours(d: Duration) -> String {
     let h = d.as_secs() / 3600;
-    if h > 0 && d.as_secs() % 3600 == 0 {
+    if h > 0 && d.as_secs().is_multiple_of(3600) {
         format!("{h} hour(s)")
     } else {
         humantime::format_duration(d).to_string()
@@ -498,7 +498,7 @@ impl PairPolicy {
                 EmergencyApproval::OneThenValidate
             }
         };
-        ok.then(|| Self {
+        ok.then_some(Self {
             holder,
             requester,
             legal_bases: raw.legal_bases,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::review::Role;
 
 const GOOD: &str = r#"
 jurisdiction = "EE"
@@ -22,8 +23,21 @@ trust_domain = "fi.xborder.test"
 ca = "../fi/ca.pem"
 crls = ["../fi/ca.crl"]
 
-[admin]
-identities = ["spiffe://ee.xborder.test/admin/operator"]
+[tokens]
+signing_key = "token-key.pem"
+
+[admin.identities]
+"spiffe://ee.xborder.test/admin/operator" = ["operator", "approver"]
+
+[policy.EE.FI]
+legal_bases = ["eu-2023-1543"]
+categories = ["subscriber", "content"]
+max_targets = 10
+max_period = "366d"
+max_lifetime = "30d"
+
+[policy.EE.FI.approvals]
+content = 2
 
 [[routes]]
 prefix = "/v1/data/subscriber"
@@ -133,7 +147,10 @@ fn admins_must_be_ours() {
         "spiffe://ee.xborder.test/admin/operator",
         "spiffe://fi.xborder.test/admin/x",
     );
-    assert_eq!(keys(load(&text).unwrap_err()), vec!["admin.identities[0]"]);
+    assert_eq!(
+        keys(load(&text).unwrap_err()),
+        vec!["admin.identities.\"spiffe://fi.xborder.test/admin/x\""]
+    );
 }
 
 #[test]
@@ -141,4 +158,49 @@ fn a_type_error_names_its_key() {
     let text = GOOD.replace("data_dir = \"data\"", "data_dir = 7");
     let err = load(&text).unwrap_err();
     assert!(err.to_string().contains("data_dir"), "{err}");
+}
+
+#[test]
+fn tokens_default_their_issuer_and_audience_to_our_gateway() {
+    let config = load(GOOD).unwrap();
+    assert_eq!(config.tokens.issuer, "spiffe://ee.xborder.test/gateway");
+    assert_eq!(config.tokens.audience, config.tokens.issuer);
+    assert_eq!(
+        config.tokens.signing_key,
+        Path::new("/etc/xborder/token-key.pem")
+    );
+    let text = GOOD.replace("signing_key = \"token-key.pem\"\n", "");
+    let err = load(&text).unwrap_err().to_string();
+    assert!(err.contains("signing_key"), "{err}");
+}
+
+#[test]
+fn roles_and_policies_are_typed_and_every_bad_key_named() {
+    let config = load(GOOD).unwrap();
+    let operator: SpiffeId = "spiffe://ee.xborder.test/admin/operator".parse().unwrap();
+    assert_eq!(
+        config.admins[&operator],
+        vec![Role::Operator, Role::Approver]
+    );
+    assert_eq!(config.policies.len(), 1);
+
+    let text = GOOD
+        .replace("[\"operator\", \"approver\"]", "[\"operator\", \"king\"]")
+        .replace("max_period = \"366d\"", "max_period = \"a while\"")
+        .replace("content = 2", "content = 0\nsecrets = 1")
+        .replace(
+            "categories = [\"subscriber\", \"content\"]",
+            "categories = [\"subscriber\", \"content\"]\ncolour = \"red\"",
+        );
+    let mut keys = keys(load(&text).unwrap_err());
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            "admin.identities.\"spiffe://ee.xborder.test/admin/operator\"",
+            "policy.EE.FI.approvals.content",
+            "policy.EE.FI.colour",
+            "policy.EE.FI.max_period",
+        ]
+    );
 }

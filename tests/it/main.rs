@@ -7,5 +7,6 @@ mod binary;
 mod border;
 mod pki;
 mod reload;
+mod review;
 mod store;
 mod support;
