@@ -51,3 +51,6 @@ async fn sweep(
     }
     Ok(review.store.next_due().await?)
 }
+
+#[cfg(test)]
+mod tests;

@@ -119,14 +119,14 @@ fn serve_exits_on_a_bad_config_before_binding_any_port() {
 }
 
 /// A gateway process with its JSON log lines streamed to the test.
-struct Served {
+pub struct Served {
     child: Child,
     logs: mpsc::Receiver<Value>,
     seen: Vec<Value>,
 }
 
 impl Served {
-    fn start(config: &std::path::Path) -> Self {
+    pub fn start(config: &std::path::Path) -> Self {
         let mut child = Command::new(BIN)
             .args(["--log-format", "json", "serve", "--config"])
             .arg(config)
@@ -153,7 +153,7 @@ impl Served {
     }
 
     /// Waits for a log line matching `pred`.
-    fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
         if let Some(found) = self.seen.iter().find(|v| pred(v)) {
             return found.clone();
         }
@@ -169,14 +169,14 @@ impl Served {
         }
     }
 
-    fn listening(&mut self, listener: &str) -> SocketAddr {
+    pub fn listening(&mut self, listener: &str) -> SocketAddr {
         let line = self.wait_for(|v| {
             v["fields"]["message"] == "listening" && v["fields"]["listener"] == listener
         });
         line["fields"]["addr"].as_str().unwrap().parse().unwrap()
     }
 
-    fn signal(&self, name: &str) {
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
@@ -185,7 +185,7 @@ impl Served {
     }
 
     /// Waits for exit; returns success and every remaining log line.
-    fn wait(mut self) -> (bool, Vec<Value>) {
+    pub fn wait(mut self) -> (bool, Vec<Value>) {
         let status = self.child.wait().unwrap();
         self.seen.extend(self.logs.iter());
         (status.success(), std::mem::take(&mut self.seen))

@@ -5,6 +5,7 @@
 mod admin_ops;
 mod binary;
 mod border;
+mod durability;
 mod pki;
 mod reload;
 mod review;
