@@ -134,10 +134,10 @@ impl Evaluation {
     }
 }
 
-/// Every configured pair policy.
+/// Every configured pair policy, each with its hash computed once.
 #[derive(Clone, Debug, Default)]
 pub struct Policies {
-    pairs: BTreeMap<(Jurisdiction, Jurisdiction), PairPolicy>,
+    pairs: BTreeMap<(Jurisdiction, Jurisdiction), (PairPolicy, String)>,
 }
 
 impl Policies {
@@ -145,13 +145,18 @@ impl Policies {
         Self {
             pairs: pairs
                 .into_iter()
-                .map(|p| ((p.holder.clone(), p.requester.clone()), p))
+                .map(|p| {
+                    let hash = p.hash();
+                    ((p.holder.clone(), p.requester.clone()), (p, hash))
+                })
                 .collect(),
         }
     }
 
     pub fn pair(&self, holder: &Jurisdiction, requester: &Jurisdiction) -> Option<&PairPolicy> {
-        self.pairs.get(&(holder.clone(), requester.clone()))
+        self.pairs
+            .get(&(holder.clone(), requester.clone()))
+            .map(|(policy, _)| policy)
     }
 
     pub fn len(&self) -> usize {
@@ -170,8 +175,11 @@ impl Policies {
         scope: &Scope,
         now: Timestamp,
     ) -> Evaluation {
-        match self.pair(holder, requester) {
-            Some(policy) => policy.evaluate(scope, now),
+        match self.pairs.get(&(holder.clone(), requester.clone())) {
+            Some((policy, hash)) => Evaluation {
+                policy_hash: hash.clone(),
+                ..policy.evaluate(scope, now)
+            },
             None => Evaluation {
                 findings: vec![Finding::new(
                     "pair_policy",
@@ -198,6 +206,8 @@ impl PairPolicy {
         hex::encode(Sha256::digest(json))
     }
 
+    /// The findings of this policy on `scope`. The evaluation's
+    /// `policy_hash` is left empty: [`Policies`] fills it from its cache.
     pub fn evaluate(&self, scope: &Scope, now: Timestamp) -> Evaluation {
         use Verdict::*;
         let pair = format!("{} → {}", self.holder, self.requester);
@@ -344,7 +354,7 @@ impl PairPolicy {
 
         Evaluation {
             findings,
-            policy_hash: self.hash(),
+            policy_hash: String::new(),
             deadline: now.saturating_add(deadline),
             approvals_required,
             approvals_to_grant: if one_then_validate {

@@ -156,4 +156,8 @@ fn the_policy_hash_changes_with_the_policy() {
     b.max_targets = 4;
     assert_eq!(a.hash(), ee_fi().hash());
     assert_ne!(a.hash(), b.hash());
+    // Every decision records the hash of the policy that took it.
+    let s = scope(&["subscriber"], 1, 10, Urgency::Normal);
+    let e = Policies::new([a.clone()]).evaluate(&j("EE"), &j("FI"), &s, Timestamp::from_unix_ms(0));
+    assert_eq!(e.policy_hash, a.hash());
 }

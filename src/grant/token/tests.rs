@@ -1,12 +1,22 @@
+use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
+use std::time::Duration;
 
-use ed25519_dalek::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _, KeypairBytes,
+};
 use ed25519_dalek::{Signer as _, SigningKey};
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use super::keys::pkcs8_v1_der;
 use super::*;
 use crate::grant::{GrantState, Quotas};
 use crate::request::{RequestId, Scope, Urgency};
