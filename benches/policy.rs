@@ -59,7 +59,10 @@ fn policy(c: &mut Criterion) {
     let mut group = c.benchmark_group("policy");
     for targets in [1, 10] {
         let text = body(targets);
-        let scope = serde_json::from_str::<RequestBody>(&text).unwrap().validate().unwrap();
+        let scope = serde_json::from_str::<RequestBody>(&text)
+            .unwrap()
+            .validate()
+            .unwrap();
         group.bench_function(format!("evaluate/{targets}_targets"), |b| {
             b.iter(|| policies.evaluate(&ee, &fi, black_box(&scope), now))
         });

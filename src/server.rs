@@ -234,14 +234,16 @@ impl Gateway {
 
         shutdown.await;
         let grace = shared.config.timeouts.shutdown_grace;
-        tracing::info!(
-            grace_ms = grace.as_millis() as u64,
-            "shutting down: no new connections, draining in-flight exchanges"
-        );
+        // Stop accepting first (the listeners close when their loops end),
+        // then say so: whoever reads the log may rely on it.
         stop_accepting.cancel();
         shared.draining.cancel();
         acceptors.close();
         acceptors.wait().await;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: no new connections, draining in-flight exchanges"
+        );
         connections.close();
         if tokio::time::timeout(grace, connections.wait())
             .await

@@ -85,7 +85,7 @@ fn policy_explain_admits_a_proportionate_request() {
 #[test]
 fn policy_explain_names_each_invalid_field_and_exits_2() {
     let world = World::new();
-    let mut body = request_body(&["telepathy"], "normal");
+    let mut body = request_body(&["Subscriber Data"], "normal");
     body["recipient"] = json!("ssh-ed25519 AAAA");
     let out = explain(&world, &body, &[]);
     let stderr = text(&out.stderr);
