@@ -182,51 +182,77 @@ fn trust_anchor(anchor: &TrustAnchor, key: &str) -> Result<LoadedAnchor, (String
     })
 }
 
+/// What is wrong with a certificate-and-key pair read from files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityFileError {
+    /// The certificate file: unreadable, not PEM, empty, or out of date.
+    Certificate(String),
+    /// The key file: unreadable, not PEM, or a key type we cannot use.
+    Key(String),
+    /// Both read, but the key is not the certificate's.
+    Mismatch,
+}
+
+/// Reads a certificate chain (leaf first) and its private key, and checks
+/// that the leaf is in date and the key is its key. Both files are read
+/// before reporting, so a caller can name every bad one at once.
+pub fn identity_from_files(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<CertifiedKey>, Vec<IdentityFileError>> {
+    let chain = read_certificates(cert).and_then(|chain| match chain.first() {
+        Some(leaf) => check_in_date(leaf)
+            .map(|()| chain.clone())
+            .map_err(|e| format!("{}: {e}", cert.display())),
+        None => Err(format!("{}: no certificate in the file", cert.display())),
+    });
+    let signer = read_private_key(key).and_then(|der| {
+        provider()
+            .key_provider
+            .load_private_key(der)
+            .map_err(|e| format!("{}: unusable key: {e}", key.display()))
+    });
+    let (chain, signer) = match (chain, signer) {
+        (Ok(chain), Ok(signer)) => (chain, signer),
+        (chain, signer) => {
+            let mut errors = Vec::new();
+            errors.extend(chain.err().map(IdentityFileError::Certificate));
+            errors.extend(signer.err().map(IdentityFileError::Key));
+            return Err(errors);
+        }
+    };
+    let certified = CertifiedKey::new(chain, signer);
+    if certified.keys_match().is_err() {
+        return Err(vec![IdentityFileError::Mismatch]);
+    }
+    Ok(Arc::new(certified))
+}
+
+/// [`identity_from_files`] with its problems keyed to the config.
 fn certified_key(
     config: &Config,
     (cert_key, cert_path): (&str, &Path),
     (key_key, key_path): (&str, &Path),
     errors: &mut Vec<ConfigError>,
 ) -> Option<Arc<CertifiedKey>> {
-    let chain = read_certificates(cert_path).map_err(|e| errors.push(config.error(cert_key, e)));
-    let key = read_private_key(key_path).map_err(|e| errors.push(config.error(key_key, e)));
-    let (Ok(chain), Ok(key)) = (chain, key) else {
-        return None;
-    };
-    let Some(leaf) = chain.first() else {
-        errors.push(config.error(
-            cert_key,
-            format!("{}: no certificate in the file", cert_path.display()),
-        ));
-        return None;
-    };
-    if let Err(e) = check_in_date(leaf) {
-        errors.push(config.error(cert_key, format!("{}: {e}", cert_path.display())));
-        return None;
-    }
-    let signer = match provider().key_provider.load_private_key(key) {
-        Ok(signer) => signer,
-        Err(e) => {
-            errors.push(config.error(
-                key_key,
-                format!("{}: unusable key: {e}", key_path.display()),
-            ));
-            return None;
-        }
-    };
-    let certified = CertifiedKey::new(chain, signer);
-    if certified.keys_match().is_err() {
-        errors.push(config.error(
-            key_key,
-            format!(
-                "{} does not match the certificate in `{cert_key}` ({})",
-                key_path.display(),
-                cert_path.display()
-            ),
-        ));
-        return None;
-    }
-    Some(Arc::new(certified))
+    identity_from_files(cert_path, key_path)
+        .map_err(|problems| {
+            for problem in problems {
+                errors.push(match problem {
+                    IdentityFileError::Certificate(e) => config.error(cert_key, e),
+                    IdentityFileError::Key(e) => config.error(key_key, e),
+                    IdentityFileError::Mismatch => config.error(
+                        key_key,
+                        format!(
+                            "{} does not match the certificate in `{cert_key}` ({})",
+                            key_path.display(),
+                            cert_path.display()
+                        ),
+                    ),
+                });
+            }
+        })
+        .ok()
 }
 
 fn server_config(
@@ -279,33 +305,15 @@ pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, Vec<ConfigErr
     client_config_with(roots, key).map_err(|e| vec![config.error("identity", e)])
 }
 
-/// A client configuration from files: `ca` (PEM, the CAs that may issue the
-/// server's certificate) and our identity in `cert` and `key`.
-pub fn client_config_from_files(
-    ca: &Path,
-    cert: &Path,
-    key: &Path,
-) -> Result<Arc<ClientConfig>, String> {
+/// The CA certificates in a PEM file, as roots to verify a server against.
+pub fn roots_from_file(ca: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for der in read_certificates(ca)? {
         roots
             .add(der)
-            .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.display()))?;
+            .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
     }
-    let chain = read_certificates(cert)?;
-    let signer = provider()
-        .key_provider
-        .load_private_key(read_private_key(key)?)
-        .map_err(|e| format!("{}: unusable key: {e}", key.display()))?;
-    let certified = CertifiedKey::new(chain, signer);
-    certified.keys_match().map_err(|_| {
-        format!(
-            "{} does not match the certificate in {}",
-            key.display(),
-            cert.display()
-        )
-    })?;
-    client_config_with(roots, Arc::new(certified))
+    Ok(roots)
 }
 
 /// A client configuration from parts, for callers that hold them in memory.

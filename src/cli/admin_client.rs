@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::client::{self, BorderClient, ClientError};
 use crate::policy::Finding;
-use crate::tls;
+use crate::tls::{self, IdentityFileError};
 
 /// Where the admin listener is and the identity to present to it.
 #[derive(clap::Args, Clone, Debug)]
@@ -209,45 +209,34 @@ fn resolve(admin: &str) -> Result<(SocketAddr, String), AdminError> {
 }
 
 fn roots(ca: &Path) -> Result<RootCertStore, AdminError> {
-    let bad = |problem: String| AdminError::Flag {
+    tls::roots_from_file(ca).map_err(|problem| AdminError::Flag {
         flag: "--ca",
         problem,
-    };
-    let mut roots = RootCertStore::empty();
-    for cert in tls::read_certificates(ca).map_err(bad)? {
-        roots.add(cert).map_err(|e| {
-            bad(format!(
-                "{}: not a usable CA certificate: {e}",
-                ca.display()
-            ))
-        })?;
-    }
-    Ok(roots)
+    })
 }
 
 fn identity(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, AdminError> {
-    let chain = tls::read_certificates(cert).map_err(|problem| AdminError::Flag {
-        flag: "--cert",
-        problem,
-    })?;
-    let bad_key = |problem: String| AdminError::Flag {
-        flag: "--key",
-        problem,
-    };
-    let private = tls::read_private_key(key).map_err(bad_key)?;
-    let signer = tls::provider()
-        .key_provider
-        .load_private_key(private)
-        .map_err(|e| bad_key(format!("{}: unusable key: {e}", key.display())))?;
-    let certified = CertifiedKey::new(chain, signer);
-    if certified.keys_match().is_err() {
-        return Err(bad_key(format!(
-            "{} does not match the certificate in --cert ({})",
-            key.display(),
-            cert.display()
-        )));
-    }
-    Ok(Arc::new(certified))
+    tls::identity_from_files(cert, key).map_err(|problems| {
+        // Name the first problem; the CLI stops at one.
+        match problems.into_iter().next() {
+            Some(IdentityFileError::Certificate(problem)) => AdminError::Flag {
+                flag: "--cert",
+                problem,
+            },
+            Some(IdentityFileError::Key(problem)) => AdminError::Flag {
+                flag: "--key",
+                problem,
+            },
+            Some(IdentityFileError::Mismatch) | None => AdminError::Flag {
+                flag: "--key",
+                problem: format!(
+                    "{} does not match the certificate in --cert ({})",
+                    key.display(),
+                    cert.display()
+                ),
+            },
+        }
+    })
 }
 
 /// Prints `value` as pretty JSON (for `--json`).

@@ -132,12 +132,10 @@ async fn walk_through(args: DemoArgs) -> anyhow::Result<()> {
         "EE's approver reviews it on the admin listener and approves a 1-hour grant.",
     );
     let ee = dir.path().join("ee");
-    let admin_tls = tls::client_config_from_files(
-        &ee.join("ca.pem"),
-        &ee.join("admin.pem"),
-        &ee.join("admin-key.pem"),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let roots = tls::roots_from_file(&ee.join("ca.pem")).map_err(anyhow::Error::msg)?;
+    let operator = tls::identity_from_files(&ee.join("admin.pem"), &ee.join("admin-key.pem"))
+        .map_err(|e| anyhow::anyhow!("the demo's admin identity: {e:?}"))?;
+    let admin_tls = tls::client_config_with(roots, operator).map_err(anyhow::Error::msg)?;
     let admin_addr = admin.context("the admin listener is configured")?;
     let mut reviewer = BorderClient::new(admin_tls)
         .connect(admin_addr, "localhost")

@@ -347,7 +347,9 @@ fn the_demo_walks_through_and_exits_zero() {
         "-> 200 OK: \"approved\"",
         "\"asked_by\":\"spiffe://fi.xborder.test/gateway\"",
         "-> 403 Forbidden \"grant_revoked\"",
-        "CertificateRequired",
+        // The anonymous client's own words vary (an alert, or a reset under
+        // load); what matters is that it was refused.
+        "turned away during the handshake.\n   refused: ",
     ] {
         assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
     }

@@ -5,6 +5,7 @@
 mod admin_ops;
 mod binary;
 mod border;
+mod cli_admin;
 mod durability;
 mod pki;
 mod reload;
