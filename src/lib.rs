@@ -22,6 +22,7 @@ macro_rules! serde_as_string {
     };
 }
 
+pub mod atomic_file;
 pub mod category;
 pub mod cli;
 pub mod client;

@@ -1,16 +1,15 @@
 //! `xborder pki dev`'s file set: per jurisdiction a CA, CRL, gateway, client
 //! and admin certificates, an age identity and a runnable `gateway.toml`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
+use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use age::secrecy::ExposeSecret as _;
 use time::OffsetDateTime;
 
 use super::{DevCa, Issued, LeafSpec, PkiError};
+use crate::atomic_file::{self, Readers};
 use crate::identity::{Jurisdiction, SpiffeId};
 
 /// Writes a development set for `jurisdictions` into `out_dir`, one
@@ -391,35 +390,13 @@ fn rfc3339_seconds(at: OffsetDateTime) -> String {
     )
 }
 
-/// Writes `path` so that a reader sees the old file or the whole new one:
-/// a temporary file in the same directory, fsync, rename, fsync the
-/// directory. A secret's temporary file is created with mode 0600, so its
-/// contents are never readable by others, not even briefly.
 fn write_atomic(path: &Path, contents: &[u8], secret: bool) -> Result<(), PkiError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
+    let readers = if secret {
+        Readers::Owner
+    } else {
+        Readers::Everyone
     };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(path.file_name().unwrap_or_default());
-    tmp_name.push(format!(".{}.tmp", hex::encode(rand::random::<[u8; 8]>())));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(if secret { 0o600 } else { 0o644 })
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        // Best effort: the error that matters is the one returned below.
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|source| PkiError::Write {
+    atomic_file::write(path, contents, readers).map_err(|source| PkiError::Write {
         path: path.to_owned(),
         source,
     })

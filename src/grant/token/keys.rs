@@ -1,9 +1,7 @@
 //! The gateway's token keys: loading, `kid`s, and writing a new one.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -110,10 +108,12 @@ impl TokenKeys {
             path: path.to_owned(),
             detail: e.to_string(),
         })?;
-        write_secret(path, pem.as_bytes()).map_err(|source| TokenKeyError::Write {
-            path: path.to_owned(),
-            source,
-        })
+        crate::atomic_file::write(path, pem.as_bytes(), crate::atomic_file::Readers::Owner).map_err(
+            |source| TokenKeyError::Write {
+                path: path.to_owned(),
+                source,
+            },
+        )
     }
 
     /// The key `kid` names, if we hold it.
@@ -231,33 +231,4 @@ fn read_private(path: &Path) -> Result<SigningKey, TokenKeyError> {
             expected: "`PRIVATE KEY` (PKCS#8 Ed25519)",
         }),
     }
-}
-
-/// Temporary file created 0600 in the same directory, fsync, rename over
-/// `path`, fsync the directory.
-fn write_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(path.file_name().unwrap_or_default());
-    tmp_name.push(format!(".{}.tmp", hex::encode(rand::random::<[u8; 8]>())));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        // Best effort: the error that matters is the one returned.
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
