@@ -143,7 +143,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 }
 
 /// Paths the gateway serves itself; routes may not shadow them.
-const RESERVED_PREFIXES: [&str; 2] = ["/v1/requests", "/v1/transfers"];
+const RESERVED_PREFIXES: [&str; 3] = ["/v1/requests", "/v1/transfers", "/v1/keys"];
 
 /// One problem in a configuration file.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -68,6 +68,18 @@ pub enum Problem {
     GrantExhausted,
     #[error("the grant does not cover the category `{0}`")]
     ScopeCategory(String),
+    #[error("the grant does not cover this target")]
+    ScopeTarget,
+    #[error("the period asked for is not inside the grant's")]
+    ScopePeriod,
+    #[error("the path must name a target after the route's prefix")]
+    TargetRequired,
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
+    #[error("the transfer is still open; its receipt comes when it ends")]
+    TransferOpen,
+    #[error("no such transfer")]
+    TransferNotFound,
     #[error("the pair's policy no longer allows this grant")]
     PolicyWithdrawn,
     #[error("the upstream service is unreachable")]
@@ -124,6 +136,12 @@ impl Problem {
             Self::GrantExpired => (StatusCode::FORBIDDEN, "grant_expired", Downstream),
             Self::GrantExhausted => (StatusCode::FORBIDDEN, "grant_exhausted", Downstream),
             Self::ScopeCategory(_) => (StatusCode::FORBIDDEN, "scope_category", Downstream),
+            Self::ScopeTarget => (StatusCode::FORBIDDEN, "scope_target", Downstream),
+            Self::ScopePeriod => (StatusCode::FORBIDDEN, "scope_period", Downstream),
+            Self::TargetRequired => (StatusCode::BAD_REQUEST, "target_required", Downstream),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Downstream),
+            Self::TransferOpen => (StatusCode::CONFLICT, "transfer_open", Downstream),
+            Self::TransferNotFound => (StatusCode::NOT_FOUND, "transfer_not_found", Downstream),
             Self::PolicyWithdrawn => (StatusCode::FORBIDDEN, "policy_withdrawn", Downstream),
             Self::UpstreamUnavailable(_) => {
                 (StatusCode::BAD_GATEWAY, "upstream_unavailable", Upstream)
@@ -183,6 +201,11 @@ impl Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Self::RateLimited(seconds) = self
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

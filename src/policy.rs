@@ -95,6 +95,10 @@ pub struct PairPolicy {
     pub emergency: EmergencyApproval,
     #[serde(with = "secs")]
     pub emergency_validation: Duration,
+    /// Rate limits on transfers for this pair. Operational, not a legal rule:
+    /// left out of the policy's hash.
+    #[serde(skip)]
+    pub rate: crate::ratelimit::Limits,
 }
 
 mod secs {
@@ -161,6 +165,10 @@ impl Policies {
 
     pub fn len(&self) -> usize {
         self.pairs.len()
+    }
+
+    pub fn pairs(&self) -> impl Iterator<Item = &PairPolicy> {
+        self.pairs.values().map(|(policy, _)| policy)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -508,6 +516,54 @@ impl PairPolicy {
                 EmergencyApproval::OneThenValidate
             }
         };
+        let rate = match raw.rate {
+            None => crate::ratelimit::Limits::default(),
+            Some(r) => {
+                let d = crate::ratelimit::Limits::default();
+                let nz = |key: &str,
+                          v: Option<u32>,
+                          default: std::num::NonZeroU32,
+                          error: &mut dyn FnMut(String, String)| {
+                    match v.map(std::num::NonZeroU32::new) {
+                        None => Some(default),
+                        Some(Some(n)) => Some(n),
+                        Some(None) => {
+                            error(format!("rate.{key}"), "must be at least 1".into());
+                            None
+                        }
+                    }
+                };
+                let parts = (
+                    nz(
+                        "requests_per_second",
+                        r.requests_per_second,
+                        d.requests_per_second,
+                        error,
+                    ),
+                    nz("request_burst", r.request_burst, d.request_burst, error),
+                    nz(
+                        "bytes_per_second",
+                        r.bytes_per_second,
+                        d.bytes_per_second,
+                        error,
+                    ),
+                    nz("byte_burst", r.byte_burst, d.byte_burst, error),
+                );
+                match parts {
+                    (Some(a), Some(b), Some(c), Some(e)) => {
+                        crate::ratelimit::Limits::new(a, b, c, e).unwrap_or_else(|problem| {
+                            error("rate.byte_burst".into(), problem);
+                            ok = false;
+                            d
+                        })
+                    }
+                    _ => {
+                        ok = false;
+                        d
+                    }
+                }
+            }
+        };
         ok.then_some(Self {
             holder,
             requester,
@@ -524,6 +580,7 @@ impl PairPolicy {
             notification_deferral_max,
             emergency,
             emergency_validation,
+            rate,
         })
     }
 }
@@ -546,6 +603,17 @@ pub(crate) struct RawPairPolicy {
     pub notification_deferral_max: Option<String>,
     pub emergency: Option<String>,
     pub emergency_validation: Option<String>,
+    pub rate: Option<RawRate>,
+}
+
+/// `[policy.<HOLDER>.<REQUESTER>.rate]`: per peer and per grant.
+#[derive(Deserialize)]
+pub(crate) struct RawRate {
+    pub requests_per_second: Option<u32>,
+    pub request_burst: Option<u32>,
+    /// Bytes per second, e.g. 67108864.
+    pub bytes_per_second: Option<u32>,
+    pub byte_burst: Option<u32>,
 }
 
 #[cfg(test)]

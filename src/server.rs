@@ -9,6 +9,7 @@
 //! `admin` (our operators, mTLS) share the connection handling in [`conn`];
 //! `ops` is plain HTTP for probes and metrics.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,11 +27,15 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors};
 use crate::grant::scheduler;
 use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
+use crate::identity::Jurisdiction;
 use crate::metrics::{self, ListenerMetrics};
+use crate::ratelimit::RateLimiter;
 use crate::review::Review;
 use crate::store::StoreError;
 use crate::store::sqlite::SqliteStore;
 use crate::tls::{self, ServerTls};
+use crate::transfer::receipt::Receipt;
+use crate::transfer::stream::Movers;
 
 mod admin;
 mod api;
@@ -39,7 +44,11 @@ mod conn;
 mod ops;
 mod proxy;
 
-pub use proxy::{CATEGORY_HEADER, JURISDICTION_HEADER, PEER_HEADER};
+pub use api::query_param;
+pub use proxy::{
+    CATEGORY_HEADER, CONTENT_TYPE_HEADER, JURISDICTION_HEADER, PEER_HEADER, RECEIPT_HEADER,
+    TRANSFER_HEADER,
+};
 
 /// The body type of every response the gateway writes.
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -76,6 +85,9 @@ pub(crate) struct Shared {
     pub listener_metrics: ListenerMetrics,
     pub upstream: proxy::Upstream,
     pub review: Arc<Review>,
+    pub movers: Arc<Movers>,
+    /// Rate limiters per jurisdiction pair (holder, requester).
+    pub limiters: HashMap<(Jurisdiction, Jurisdiction), Arc<RateLimiter>>,
     /// Cancelled when shutdown begins: connections finish what is in flight.
     pub draining: CancellationToken,
     /// Cancelled when the grace period is over: connections close at once.
@@ -154,6 +166,21 @@ impl Gateway {
         let registry = prometheus::Registry::new();
         metrics::register_build_info(&registry)?;
         let listener_metrics = ListenerMetrics::register(&registry)?;
+        close_interrupted(&review).await?;
+        let limiters = config
+            .policies
+            .pairs()
+            .map(|p| {
+                (
+                    (p.holder.clone(), p.requester.clone()),
+                    Arc::new(RateLimiter::new(p.rate)),
+                )
+            })
+            .collect();
+        let movers = Arc::new(Movers {
+            review: review.clone(),
+            quotas: Default::default(),
+        });
         let (tls_tx, tls_rx) = watch::channel(Arc::new(snapshot));
         let upstream = proxy::Upstream::new(config.timeouts.upstream_connect);
         let shared = Arc::new(Shared {
@@ -163,6 +190,8 @@ impl Gateway {
             listener_metrics,
             upstream,
             review,
+            movers,
+            limiters,
             draining: CancellationToken::new(),
             closing: CancellationToken::new(),
         });
@@ -226,6 +255,10 @@ impl Gateway {
             shared.review.clone(),
             stop_accepting.clone(),
         ));
+        acceptors.spawn(forget_idle_rate_keys(
+            shared.clone(),
+            stop_accepting.clone(),
+        ));
         acceptors.spawn(tls::reload::run(
             shared.config.clone(),
             tls_tx,
@@ -257,6 +290,32 @@ impl Gateway {
             connections.wait().await;
         } else {
             tracing::info!("drained; all exchanges finished");
+        }
+    }
+}
+
+/// Closes the transfers a stop left open, with receipts that say so.
+async fn close_interrupted(review: &Review) -> Result<(), StoreError> {
+    for open in review.store.open_transfers().await? {
+        let receipt = Receipt::interrupted(&open, review.now(), true);
+        match review.tokens.sign_receipt(&receipt) {
+            Ok(jws) => review.store.close_transfer(&receipt, &jws).await?,
+            Err(e) => {
+                tracing::error!(transfer_id = %open.id, error = %e, "cannot sign the receipt of an interrupted transfer")
+            }
+        }
+        tracing::warn!(transfer_id = %open.id, grant_id = %open.grant_id, "transfer interrupted by the last stop, closed incomplete");
+    }
+    Ok(())
+}
+
+/// Keeps the rate limiters' per-key state bounded.
+async fn forget_idle_rate_keys(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => shared.limiters.values().for_each(|l| l.forget_idle()),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Where requests, findings, approvals, grants and quota counters live.
+//! Where requests, findings, approvals, grants, quota counters and transfers
+//! with their receipts live.
 //!
 //! [`Store`] is the one interface the rest of the gateway uses; the embedded
 //! default is [`sqlite::SqliteStore`] (one file under `data_dir`, WAL,
@@ -14,6 +15,7 @@ use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId, GrantState};
 use crate::identity::SpiffeId;
 use crate::request::{Approval, Request, RequestId, RequestState};
+use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
 pub mod sqlite;
 
@@ -24,6 +26,11 @@ pub enum StoreError {
     /// The record is not in a state that allows the change.
     #[error("{0}")]
     Conflict(String),
+    /// A transfer cannot open: the grant has used all its transfers. The
+    /// grant itself is still active; ending it (as exhausted) is the caller's
+    /// decision, so that it is audited like every other ending.
+    #[error("grant {grant} has used all {max_transfers} of its transfers (exhausted)")]
+    QuotaExhausted { grant: GrantId, max_transfers: u64 },
     #[error("storage failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -100,4 +107,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Active grants due at `now`, with the cause each must end with.
     async fn due(&self, now: Timestamp) -> Result<Vec<(GrantId, Cause)>, StoreError>;
+
+    /// Opens a transfer under an active grant: checks the grant is active at
+    /// `open.started_at` (state, sunset, validation deadline) and is
+    /// `open.grantee`'s, and if it has `max_transfers`, that
+    /// `used_transfers < max_transfers`; then counts the transfer in
+    /// `used_transfers` and stores it as open. Returns the grant's
+    /// `used_bytes` at that moment (the caller seeds its byte counter with it).
+    /// `QuotaExhausted` when the transfers are used up; `Conflict` when the
+    /// grant is not active, not the grantee's, or the transfer id exists;
+    /// `NotFound` when the grant is unknown.
+    async fn open_transfer(&self, open: &TransferOpen) -> Result<u64, StoreError>;
+
+    /// Closes an open transfer with its receipt and the receipt's signed JWS,
+    /// and adds `receipt.plaintext_bytes` to the grant's `used_bytes`, whatever
+    /// state the grant is in by now (the bytes crossed). `NotFound` for an
+    /// unknown transfer; `Conflict` if it is already closed (a receipt is
+    /// written once), or the receipt does not match the opening (another
+    /// grant, grantee, route, category, target or start) or is inconsistent.
+    async fn close_transfer(&self, receipt: &Receipt, jws: &str) -> Result<(), StoreError>;
+
+    /// The receipt of a closed transfer and its JWS; `None` if the transfer is
+    /// unknown or still open. The grantee is `receipt.grantee`.
+    async fn transfer_receipt(
+        &self,
+        id: TransferId,
+    ) -> Result<Option<(Receipt, String)>, StoreError>;
+
+    /// Transfers still open, oldest first. At start, before serving, these
+    /// are the ones a stop left open: the caller closes each with a signed
+    /// [`Receipt::interrupted`].
+    async fn open_transfers(&self) -> Result<Vec<TransferOpen>, StoreError>;
 }

@@ -3,8 +3,9 @@
 //!
 //! - `GET /subscriber/{target}`: a JSON subscriber record, naming who asked
 //!   (from the gateway's `x-xborder-*` headers).
-//! - `GET /bytes/{n}`: `n` bytes of a fixed pattern, streamed in 64 KiB chunks.
-//! - `POST /echo`: the request body streamed back as it arrives.
+//! - `GET /content/{target}?bytes=N`: N bytes (default 1 MiB) of a fixed
+//!   pattern, streamed in 64 KiB chunks, standing in for stored content.
+//! - `POST /content/{target}`: the request body streamed back as it arrives.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -83,11 +84,19 @@ fn handle(request: Request<Incoming>) -> Response<Body> {
             );
             response
         }
-        (Method::GET, p) if p.starts_with("/bytes/") => match p["/bytes/".len()..].parse::<u64>() {
-            Ok(n) => Response::new(pattern(n)),
-            Err(_) => status(StatusCode::BAD_REQUEST),
-        },
-        (Method::POST, "/echo") => Response::new(request.into_body().map_err(Into::into).boxed()),
+        (Method::GET, p) if p.starts_with("/content/") => {
+            let n = match crate::server::query_param(request.uri().query(), "bytes") {
+                None => Ok(1024 * 1024),
+                Some(n) => n.parse::<u64>(),
+            };
+            match n {
+                Ok(n) => Response::new(pattern(n)),
+                Err(_) => status(StatusCode::BAD_REQUEST),
+            }
+        }
+        (Method::POST, p) if p.starts_with("/content/") => {
+            Response::new(request.into_body().map_err(Into::into).boxed())
+        }
         _ => status(StatusCode::NOT_FOUND),
     }
 }

@@ -83,7 +83,7 @@ async fn walk_through(args: DemoArgs) -> anyhow::Result<()> {
         "mTLS over {}; EE sees spiffe://fi.xborder.test/gateway from jurisdiction FI",
         if fi.is_http2() { "HTTP/2" } else { "HTTP/1.1" }
     ));
-    let path = "/v1/data/subscriber/372-5550123";
+    let path = "/v1/data/subscriber/+3725550123";
     let (status, body) = call(&mut fi, Method::GET, path, None, None).await?;
     say(&format!(
         "GET {path} without a grant -> {status} {}",
@@ -186,14 +186,24 @@ async fn walk_through(args: DemoArgs) -> anyhow::Result<()> {
 
     step(
         9,
-        "FI pulls the evidence through EE's border with the token.",
+        "FI pulls the evidence with the token: sealed to FI's age key, with a signed receipt.",
     );
-    let (status, body) = call(&mut fi, Method::GET, path, None, Some(&token)).await?;
-    say(&format!("GET {path} -> {status}"));
-    say(&format!("  {body}"));
-    if status != StatusCode::OK {
-        bail!("the transfer under the grant failed with {status}");
-    }
+    let identity = read_age_identity(&dir.path().join("fi/age-identity.txt"))?;
+    let out = dir.path().join("fi/evidence.json");
+    let fetched = crate::fetch::fetch(&mut fi, path, &token, &identity, &out).await?;
+    let receipt = &fetched.receipt;
+    say(&format!(
+        "GET {path} -> transfer {}: {} bytes of age ciphertext for {} bytes of plaintext",
+        receipt.transfer_id, receipt.ciphertext_bytes, receipt.plaintext_bytes
+    ));
+    say(&format!(
+        "receipt signed by EE verified against GET /v1/keys; ciphertext SHA-256 {}... matches",
+        &receipt.ciphertext_sha256[..16]
+    ));
+    say(&format!(
+        "decrypted with FI's age identity: {}",
+        std::fs::read_to_string(&out)?
+    ));
 
     step(
         10,
@@ -241,6 +251,15 @@ async fn walk_through(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The identity in an age-keygen style file (`AGE-SECRET-KEY-1...` line).
+fn read_age_identity(path: &std::path::Path) -> anyhow::Result<age::x25519::Identity> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .and_then(|l| l.parse().ok())
+        .with_context(|| format!("{}: no age X25519 identity", path.display()))
+}
+
 /// One JSON exchange; the status and the JSON answer (or `null`).
 async fn call(
     conn: &mut crate::client::Connection,
@@ -271,7 +290,7 @@ fn request_body(recipient: &str, categories: &[&str]) -> Value {
         "legal_basis": "eu-2023-1543",
         "purpose": "investigation 2026/77 into card fraud",
         "categories": categories,
-        "targets": ["372-5550123"],
+        "targets": ["+3725550123"],
         "period": { "from": "2026-01-01T00:00:00Z", "to": "2026-06-30T00:00:00Z" },
         "urgency": "normal",
         "recipient": recipient,

@@ -12,30 +12,40 @@
 //! the store: revoked, expired or exhausted grants are the caller's check.
 //!
 //! Tokens carry the targets in clear (base64 is not encryption): never log one.
+//!
+//! The same keys sign transfer receipts ([`Tokens::sign_receipt`]): a JWS of
+//! its own `typ` (`xborder-receipt+jwt`), so neither kind passes for the
+//! other. Parties without our keys verify receipts against the public key
+//! set ([`Tokens::jwks`], [`verify_receipt_with`]).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::grant::{Grant, GrantId};
 use crate::identity::{SpiffeId, Thumbprint};
 use crate::request::Period;
+use crate::transfer::receipt::Receipt;
 
 mod keys;
 mod provider;
 #[cfg(test)]
 mod tests;
 
-pub use keys::{TokenKeyError, TokenKeys};
+pub use keys::{Jwk, Jwks, TokenKeyError, TokenKeys};
 
 /// The JOSE `typ` of an RFC 9068 access token.
 const TYP: &str = "at+jwt";
+/// The JOSE `typ` of a transfer receipt.
+const RECEIPT_TYP: &str = "xborder-receipt+jwt";
 /// The one `authorization_details` type a grant token carries.
 const DETAIL_TYPE: &str = "xborder_grant";
 
@@ -56,6 +66,8 @@ pub struct Tokens {
     settings: TokenSettings,
     header: Header,
     validation: Validation,
+    receipt_header: Header,
+    receipt_validation: Validation,
 }
 
 impl Tokens {
@@ -74,20 +86,58 @@ impl Tokens {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.set_issuer(&[&settings.issuer]);
         validation.set_audience(&[&settings.audience]);
+
+        let mut receipt_header = header.clone();
+        receipt_header.typ = Some(RECEIPT_TYP.to_owned());
+        let receipt_validation = receipt_validation(&settings.issuer);
         Self {
             keys,
             settings,
             header,
             validation,
+            receipt_header,
+            receipt_validation,
         }
     }
 
     /// Signs the grant's token.
     pub fn issue(&self, grant: &Grant) -> Result<String, TokenError> {
-        provider::ensure_installed()?;
         let claims = GrantClaims::of(grant, &self.settings);
-        jsonwebtoken::encode(&self.header, &claims, &self.keys.encoding)
-            .map_err(|e| TokenError::Signing(e.to_string()))
+        sign_jws(&self.header, &claims, &self.keys.encoding)
+    }
+
+    /// Signs `receipt` with the current signing key: a compact JWS whose
+    /// payload is the receipt's JSON plus `iss` and `iat`. `iat` is the
+    /// receipt's `ended_at` (seconds, rounded down), so signing reads no clock
+    /// and the same receipt always yields the same JWS.
+    pub fn sign_receipt(&self, receipt: &Receipt) -> Result<String, TokenError> {
+        if !receipt.is_consistent() {
+            return Err(TokenError::Signing(format!(
+                "receipt of transfer {} is inconsistent: complete = {}, incomplete = {:?}",
+                receipt.transfer_id, receipt.complete, receipt.incomplete
+            )));
+        }
+        let claims = ReceiptClaims {
+            receipt: Cow::Borrowed(receipt),
+            iss: Cow::Borrowed(&self.settings.issuer),
+            iat: receipt.ended_at.unix_seconds(),
+        };
+        sign_jws(&self.receipt_header, &claims, &self.keys.encoding)
+    }
+
+    /// Verifies a receipt this gateway signed, with any key it holds (so
+    /// receipts signed before a key rotation still verify): `alg`, `typ`,
+    /// `kid`, the signature, `iss`, and that `complete` and `incomplete` agree.
+    pub fn verify_receipt(&self, jws: &str) -> Result<Receipt, TokenError> {
+        verify_receipt_jws(jws, &self.receipt_validation, |kid| {
+            self.keys.known(kid).map(Cow::Borrowed)
+        })
+    }
+
+    /// The public keys receipts (and grant tokens) verify with: the signing
+    /// key first, then the verify-only ones. Serves as an RFC 7517 JWK Set.
+    pub fn jwks(&self) -> Jwks {
+        self.keys.jwks()
     }
 
     /// Verifies `token` as presented at `now` over a client certificate with
@@ -98,29 +148,9 @@ impl Tokens {
         presented: &Thumbprint,
         now: Timestamp,
     ) -> Result<GrantClaims, TokenError> {
-        provider::ensure_installed()?;
-        let header = RawHeader::parse(token)?;
-        // Before anything else: jsonwebtoken would refuse `none` and unknown
-        // names as bad JSON, and we want the algorithm named in the refusal.
-        if header.alg != "EdDSA" {
-            return Err(TokenError::Algorithm(header.alg.chars().take(32).collect()));
-        }
-        let typ_ok = header.typ.as_deref().is_some_and(|t| {
-            t.eq_ignore_ascii_case(TYP) || t.eq_ignore_ascii_case("application/at+jwt")
-        });
-        // `crit` names extensions the verifier must understand; we know none.
-        if !typ_ok || header.crit.is_some() {
-            return Err(TokenError::Malformed);
-        }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.keys.known(kid))
-            .ok_or(TokenError::UnknownKey)?;
-
-        let claims = jsonwebtoken::decode::<GrantClaims>(token, key, &self.validation)
-            .map_err(|e| TokenError::from_jwt(e.into_kind()))?
-            .claims;
+        let claims: GrantClaims = verify_jws(token, TYP, &self.validation, |kid| {
+            self.keys.known(kid).map(Cow::Borrowed)
+        })?;
         claims.check_shape()?;
 
         let now = now.unix_seconds();
@@ -148,6 +178,105 @@ impl fmt::Debug for Tokens {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
+}
+
+/// Verifies a receipt with the public keys of the gateway that signed it, as
+/// a party that holds no key of ours does: the key is the one in `jwks` whose
+/// `kid` the JWS names; `iss` must be `issuer`. Checks as
+/// [`Tokens::verify_receipt`] does.
+pub fn verify_receipt_with(jwks: &Jwks, issuer: &str, jws: &str) -> Result<Receipt, TokenError> {
+    verify_receipt_jws(jws, &receipt_validation(issuer), |kid| {
+        jwks.decoding_key(kid).map(Cow::Owned)
+    })
+}
+
+/// What jsonwebtoken checks of a receipt's claims: `iss` only. A receipt
+/// does not expire and names no audience.
+fn receipt_validation(issuer: &str) -> Validation {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["iss"]);
+    validation.set_issuer(&[issuer]);
+    validation
+}
+
+fn verify_receipt_jws<'k>(
+    jws: &str,
+    validation: &Validation,
+    key: impl FnOnce(&str) -> Option<Cow<'k, DecodingKey>>,
+) -> Result<Receipt, TokenError> {
+    let claims: ReceiptClaims<'static> = verify_jws(jws, RECEIPT_TYP, validation, key)?;
+    let receipt = claims.receipt.into_owned();
+    if !receipt.is_consistent() {
+        return Err(TokenError::Malformed);
+    }
+    Ok(receipt)
+}
+
+/// Signs `claims` as a compact JWS under `header`.
+fn sign_jws<T: Serialize>(
+    header: &Header,
+    claims: &T,
+    key: &EncodingKey,
+) -> Result<String, TokenError> {
+    provider::ensure_installed()?;
+    jsonwebtoken::encode(header, claims, key).map_err(|e| TokenError::Signing(e.to_string()))
+}
+
+/// Verifies a compact JWS of type `typ` and returns its claims. In order:
+/// the header parses; `alg` is `EdDSA`; `typ` is `typ`; no `crit`; `key`
+/// finds the key `kid` names; then jsonwebtoken checks the signature and
+/// what `validation` asks of the claims.
+fn verify_jws<'k, T: DeserializeOwned>(
+    jws: &str,
+    typ: &str,
+    validation: &Validation,
+    key: impl FnOnce(&str) -> Option<Cow<'k, DecodingKey>>,
+) -> Result<T, TokenError> {
+    provider::ensure_installed()?;
+    let header = RawHeader::parse(jws)?;
+    // Before anything else: jsonwebtoken would refuse `none` and unknown
+    // names as bad JSON, and we want the algorithm named in the refusal.
+    if header.alg != "EdDSA" {
+        return Err(TokenError::Algorithm(header.alg.chars().take(32).collect()));
+    }
+    let typ_ok = header.typ.as_deref().is_some_and(|t| typ_is(t, typ));
+    // `crit` names extensions the verifier must understand; we know none.
+    if !typ_ok || header.crit.is_some() {
+        return Err(TokenError::Malformed);
+    }
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(key)
+        .ok_or(TokenError::UnknownKey)?;
+    jsonwebtoken::decode::<T>(jws, &key, validation)
+        .map(|data| data.claims)
+        .map_err(|e| TokenError::from_jwt(e.into_kind()))
+}
+
+/// RFC 7515 §4.1.9: a `typ` may omit the `application/` of its media type,
+/// and media types compare case-insensitively.
+fn typ_is(typ: &str, expected: &str) -> bool {
+    const PREFIX: &str = "application/";
+    let bare = match typ.get(..PREFIX.len()) {
+        Some(prefix) if prefix.eq_ignore_ascii_case(PREFIX) => &typ[PREFIX.len()..],
+        _ => typ,
+    };
+    bare.eq_ignore_ascii_case(expected)
+}
+
+/// The payload of a receipt JWS: the receipt's own fields, `iss` and `iat`.
+#[derive(Serialize, Deserialize)]
+struct ReceiptClaims<'a> {
+    #[serde(flatten)]
+    receipt: Cow<'a, Receipt>,
+    iss: Cow<'a, str>,
+    /// Seconds: the receipt's `ended_at`, rounded down.
+    iat: i64,
 }
 
 /// The claims of a grant token.

@@ -28,6 +28,7 @@ fn ee_fi() -> PairPolicy {
         notification_deferral_max: Duration::from_secs(90 * DAY),
         emergency: EmergencyApproval::OneThenValidate,
         emergency_validation: Duration::from_secs(48 * 3600),
+        rate: Default::default(),
     }
 }
 

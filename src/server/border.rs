@@ -1,7 +1,7 @@
 //! The `border` listener: foreign peers file requests, read their status and
 //! the grant token, and pull data through the routes under a grant.
 
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
@@ -9,8 +9,12 @@ use super::api::{self, json};
 use super::{Body, Shared, proxy};
 use crate::error::Problem;
 use crate::identity::PeerIdentity;
+use crate::ratelimit::Key;
 use crate::request::{Request as FiledRequest, RequestBody, RequestId};
-use crate::transfer;
+use crate::store::StoreError;
+use crate::transfer::check;
+use crate::transfer::receipt::{TransferId, TransferOpen};
+use crate::transfer::stream::{Start, Transfer};
 
 pub(super) async fn handle(
     shared: &Shared,
@@ -44,6 +48,15 @@ async fn dispatch(
     if !proxy::is_canonical(&path) {
         return Err(Problem::BadPath);
     }
+    if let Some(segments) = api::segments(&path, "/v1/transfers") {
+        return match (request.method(), segments.as_slice()) {
+            (&Method::GET, [id, "receipt"]) => receipt(shared, peer, id).await,
+            _ => Err(Problem::RouteNotFound),
+        };
+    }
+    if path == "/v1/keys" && request.method() == Method::GET {
+        return Ok(json(StatusCode::OK, &shared.review.tokens.jwks()));
+    }
     if let Some(segments) = api::segments(&path, "/v1/requests") {
         return match (request.method(), segments.as_slice()) {
             (&Method::POST, []) => file(shared, peer, request).await,
@@ -60,24 +73,143 @@ async fn dispatch(
         .filter(|r| r.strip(&path).is_some())
         .max_by_key(|r| r.prefix.len())
         .ok_or(Problem::RouteNotFound)?;
-    let grant = transfer::authorize(&shared.review, peer, request.headers(), route).await?;
-    let mut request = request;
-    let headers = request.headers_mut();
-    headers.remove(http::header::AUTHORIZATION);
-    let grant_headers = [
-        (proxy::GRANT_HEADER, grant.id.to_string()),
-        (proxy::LEGAL_BASIS_HEADER, grant.scope.legal_basis.clone()),
+    let query = request.uri().query().map(str::to_owned);
+    let review = &shared.review;
+    let authorized = check::authorize(
+        review,
+        peer,
+        request.headers(),
+        route,
+        &path,
+        query.as_deref(),
+    )
+    .await?;
+    let grant = authorized.grant;
+
+    // Rate limits come last: a request refused for any other reason costs nothing.
+    let keys = vec![
+        Key::Peer(peer.spiffe_id.to_string()),
+        Key::Grant(grant.id.to_string()),
     ];
-    let mut response = shared
-        .upstream
-        .forward(route, peer, request, &grant_headers)
-        .await?;
-    if let Ok(value) = HeaderValue::from_str(&grant.id.to_string()) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static("x-xborder-grant"), value);
+    let limiter = shared
+        .limiters
+        .get(&(grant.holder.clone(), grant.grantee_jurisdiction.clone()))
+        .ok_or(Problem::PolicyWithdrawn)?
+        .clone();
+    limiter
+        .check_request(&keys)
+        .map_err(|retry| Problem::RateLimited(retry.header_seconds()))?;
+
+    let recipient: age::x25519::Recipient = grant
+        .scope
+        .recipient
+        .parse()
+        .map_err(|e: &str| Problem::Internal(e.into()))?;
+    // The byte quota may already be spent by this process's other transfers.
+    let counter = shared.movers.quotas.counter(grant.id, grant.used_bytes);
+    if grant
+        .quotas
+        .max_bytes
+        .is_some_and(|max| counter.load(std::sync::atomic::Ordering::Acquire) >= max)
+    {
+        shared.movers.exhaust(grant.id).await;
+        return Err(Problem::GrantExhausted);
     }
-    Ok(response)
+    // Subscribed before opening, so no ending of the grant slips past the stream.
+    let ended = review.ended.subscribe();
+    let open = TransferOpen {
+        id: TransferId::new(),
+        grant_id: grant.id,
+        grantee: peer.spiffe_id.to_string(),
+        route: route.prefix.clone(),
+        category: route.category.to_string(),
+        target: authorized.target.clone(),
+        started_at: review.now(),
+    };
+    let used_bytes = match review.store.open_transfer(&open).await {
+        Ok(used) => used,
+        Err(StoreError::QuotaExhausted { .. }) => {
+            shared.movers.exhaust(grant.id).await;
+            return Err(Problem::GrantExhausted);
+        }
+        Err(StoreError::Conflict(_) | StoreError::NotFound) => return Err(Problem::GrantRevoked),
+        Err(e) => return Err(Problem::StoreUnavailable(Box::new(e))),
+    };
+    let transfer = Transfer {
+        id: open.id,
+        grant,
+        route: open.route,
+        category: open.category,
+        target: open.target,
+        started_at: open.started_at,
+    };
+
+    let mut request = request;
+    request.headers_mut().remove(http::header::AUTHORIZATION);
+    let gateway_headers = [
+        (proxy::GRANT_HEADER, transfer.grant.id.to_string()),
+        (
+            proxy::LEGAL_BASIS_HEADER,
+            transfer.grant.scope.legal_basis.clone(),
+        ),
+        (proxy::TARGET_HEADER, transfer.target.clone()),
+        (
+            proxy::PERIOD_FROM_HEADER,
+            authorized.period.from.to_string(),
+        ),
+        (proxy::PERIOD_TO_HEADER, authorized.period.to.to_string()),
+    ];
+    let upstream = match shared
+        .upstream
+        .forward(route, peer, request, &gateway_headers)
+        .await
+    {
+        Ok(response) => response,
+        Err(problem) => {
+            shared.movers.abandon(transfer).await;
+            return Err(problem);
+        }
+    };
+    let (parts, body) = upstream.into_parts();
+    let id = transfer.id;
+    let body = shared.movers.start(Start {
+        transfer,
+        upstream: body,
+        recipient,
+        used_bytes,
+        limiter,
+        keys,
+        ended,
+    });
+    Ok(proxy::sealed_response(parts, body, id))
+}
+
+/// The receipt of a finished transfer, for its grantee only.
+async fn receipt(
+    shared: &Shared,
+    peer: &PeerIdentity,
+    id: &str,
+) -> Result<Response<Body>, Problem> {
+    let id: TransferId = id.parse().map_err(|_| Problem::TransferNotFound)?;
+    let store = &shared.review.store;
+    let unavailable = |e| Problem::StoreUnavailable(Box::new(e));
+    match store.transfer_receipt(id).await.map_err(unavailable)? {
+        Some((receipt, jws)) if receipt.grantee == peer.spiffe_id.as_str() => Ok(json(
+            StatusCode::OK,
+            &json!({ "receipt": receipt, "jws": jws }),
+        )),
+        Some(_) => Err(Problem::TransferNotFound),
+        None if store
+            .open_transfers()
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .any(|open| open.id == id) =>
+        {
+            Err(Problem::TransferOpen)
+        }
+        None => Err(Problem::TransferNotFound),
+    }
 }
 
 async fn file(

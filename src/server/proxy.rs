@@ -20,6 +20,7 @@ use super::Body;
 use crate::config::Route;
 use crate::error::Problem;
 use crate::identity::PeerIdentity;
+use crate::transfer::receipt::TransferId;
 
 /// Headers set for the upstream from the verified peer identity.
 pub const PEER_HEADER: &str = "x-xborder-peer";
@@ -27,6 +28,23 @@ pub const JURISDICTION_HEADER: &str = "x-xborder-jurisdiction";
 pub const CATEGORY_HEADER: &str = "x-xborder-category";
 pub const GRANT_HEADER: &str = "x-xborder-grant";
 pub const LEGAL_BASIS_HEADER: &str = "x-xborder-legal-basis";
+pub const TARGET_HEADER: &str = "x-xborder-target";
+pub const PERIOD_FROM_HEADER: &str = "x-xborder-period-from";
+pub const PERIOD_TO_HEADER: &str = "x-xborder-period-to";
+/// On responses: the transfer's id, where its receipt is, and the content
+/// type of the sealed plaintext.
+pub const TRANSFER_HEADER: &str = "x-xborder-transfer";
+pub const RECEIPT_HEADER: &str = "x-xborder-receipt";
+pub const CONTENT_TYPE_HEADER: &str = "x-xborder-content-type";
+
+/// Upstream response headers that may reach the peer. Anything else (cookies,
+/// server banners, internal hostnames, lengths of the plaintext) stays home.
+const RESPONSE_ALLOW_LIST: [HeaderName; 4] = [
+    header::CONTENT_LANGUAGE,
+    header::LAST_MODIFIED,
+    header::CACHE_CONTROL,
+    header::CONTENT_DISPOSITION,
+];
 const GATEWAY_HEADER_PREFIX: &str = "x-xborder-";
 
 /// A pooled HTTP client for the local upstreams.
@@ -89,6 +107,37 @@ impl Upstream {
             body.map_err(Into::into).boxed(),
         ))
     }
+}
+
+/// The response to the peer for a sealed transfer: the upstream's status,
+/// its allow-listed headers, the body as age ciphertext.
+pub(super) fn sealed_response(
+    upstream: http::response::Parts,
+    body: Body,
+    transfer: TransferId,
+) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = upstream.status;
+    let headers = response.headers_mut();
+    for name in RESPONSE_ALLOW_LIST {
+        if let Some(value) = upstream.headers.get(&name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    if let Some(value) = upstream.headers.get(header::CONTENT_TYPE) {
+        headers.insert(HeaderName::from_static(CONTENT_TYPE_HEADER), value.clone());
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(id) = HeaderValue::from_str(&transfer.to_string()) {
+        headers.insert(HeaderName::from_static(TRANSFER_HEADER), id);
+    }
+    if let Ok(url) = HeaderValue::from_str(&format!("/v1/transfers/{transfer}/receipt")) {
+        headers.insert(HeaderName::from_static(RECEIPT_HEADER), url);
+    }
+    response
 }
 
 fn header_value(value: &str) -> Result<HeaderValue, Problem> {

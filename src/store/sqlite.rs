@@ -20,11 +20,13 @@ use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId, GrantState};
 use crate::identity::SpiffeId;
 use crate::request::{Approval, Request, RequestId, RequestState};
+use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
 mod migrations;
 mod rows;
 #[cfg(test)]
 mod tests;
+mod transfers;
 
 /// How long a call waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -327,6 +329,29 @@ impl Store for SqliteStore {
                 .collect())
         })
         .await
+    }
+
+    async fn open_transfer(&self, open: &TransferOpen) -> Result<u64, StoreError> {
+        let open = open.clone();
+        self.run(move |conn| transfers::open(conn, &open)).await
+    }
+
+    async fn close_transfer(&self, receipt: &Receipt, jws: &str) -> Result<(), StoreError> {
+        let receipt = receipt.clone();
+        let jws = jws.to_owned();
+        self.run(move |conn| transfers::close(conn, &receipt, &jws))
+            .await
+    }
+
+    async fn transfer_receipt(
+        &self,
+        id: TransferId,
+    ) -> Result<Option<(Receipt, String)>, StoreError> {
+        self.run(move |conn| transfers::receipt(conn, id)).await
+    }
+
+    async fn open_transfers(&self) -> Result<Vec<TransferOpen>, StoreError> {
+        self.run(|conn| transfers::open_transfers(conn)).await
     }
 }
 

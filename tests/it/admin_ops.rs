@@ -59,7 +59,7 @@ async fn ops_answers_probes_and_serves_metrics() {
     assert_eq!(plain_get(gateway.ops, "/readyz").await.0, StatusCode::OK);
 
     let client = world.client(Some(&world.fi_police()));
-    get(&client, gateway.border, "/v1/data/subscriber/1")
+    get(&client, gateway.border, "/v1/data/subscriber/+3725550123")
         .await
         .unwrap();
     let (status, metrics) = plain_get(gateway.ops, "/metrics").await;

@@ -229,7 +229,7 @@ async fn sigterm_during_a_64_mib_transfer_lets_it_finish_and_exits_zero() {
     let token = grant_token(&world, border, admin_addr, &police, &["content"]).await;
     let client = world.client(Some(&police));
     let mut conn = client.connect(border, "localhost").await.unwrap();
-    let path = format!("/v1/data/content/bytes/{total}");
+    let path = format!("/v1/data/content/+3725550123?bytes={total}");
     let mut request = xborder::client::get(path.parse().unwrap());
     request
         .headers_mut()
@@ -237,21 +237,14 @@ async fn sigterm_during_a_64_mib_transfer_lets_it_finish_and_exits_zero() {
     let response = conn.send(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
-    let mut received = 0u64;
-    let mut hash = Sha256::new();
-    let mut expected = Sha256::new();
+    let mut sealed = Vec::new();
     let mut signalled = false;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.unwrap().into_data() else {
             continue;
         };
-        let chunk: Vec<u8> = (received..received + data.len() as u64)
-            .map(pattern_byte)
-            .collect();
-        expected.update(&chunk);
-        hash.update(&data);
-        received += data.len() as u64;
-        if !signalled && received >= 4 * 1024 * 1024 {
+        sealed.extend_from_slice(&data);
+        if !signalled && sealed.len() >= 4 * 1024 * 1024 {
             served.signal("TERM");
             signalled = true;
             served.wait_for(|v| {
@@ -266,9 +259,14 @@ async fn sigterm_during_a_64_mib_transfer_lets_it_finish_and_exits_zero() {
             );
         }
     }
+    let plaintext = open_sealed(&sealed);
+    let received = plaintext.len() as u64;
+    let expected: Vec<u8> = (0..total).map(pattern_byte).collect();
+    let hash = Sha256::digest(&plaintext);
+    let expected = Sha256::digest(&expected);
     assert!(signalled);
     assert_eq!(received, total, "transfer cut short by shutdown");
-    assert_eq!(hash.finalize(), expected.finalize());
+    assert_eq!(hash, expected);
 
     let (ok, logs) = tokio::task::spawn_blocking(move || served.wait())
         .await
@@ -345,7 +343,8 @@ fn the_demo_walks_through_and_exits_zero() {
         "FAIL targets",
         "POST /v1/requests -> 201 Created",
         "-> 200 OK: \"approved\"",
-        "\"asked_by\":\"spiffe://fi.xborder.test/gateway\"",
+        "receipt signed by EE verified against GET /v1/keys",
+        "decrypted with FI's age identity: {\"asked_by\":\"spiffe://fi.xborder.test/gateway\"",
         "-> 403 Forbidden \"grant_revoked\"",
         // The anonymous client's own words vary (an alert, or a reset under
         // load); what matters is that it was refused.

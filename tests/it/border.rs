@@ -42,14 +42,14 @@ async fn a_foreign_peer_reaches_the_upstream_over_http2_and_http1() {
         assert_eq!(conn.is_http2(), expect_h2);
         let (status, body) = get_with(
             &mut conn,
-            "/v1/data/subscriber/372-5550123?fields=name",
+            "/v1/data/subscriber/+3725550123?fields=name",
             &token,
         )
         .await
         .unwrap();
         assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-        let record: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(record["target"], "372-5550123");
+        let record: Value = serde_json::from_slice(&open_sealed(&body)).unwrap();
+        assert_eq!(record["target"], "+3725550123");
         assert_eq!(record["asked_by"], "spiffe://fi.xborder.test/agency/police");
         assert_eq!(record["asked_from"], "FI");
         assert_eq!(record["category"], "subscriber");
@@ -72,7 +72,7 @@ async fn identity_headers_a_peer_sends_are_replaced_by_the_verified_ones() {
     .await;
     let client = world.client(Some(&police));
     let mut conn = client.connect(gateway.border, "localhost").await.unwrap();
-    let mut request = xborder::client::get("/v1/data/subscriber/1".parse().unwrap());
+    let mut request = xborder::client::get("/v1/data/subscriber/+3725550123".parse().unwrap());
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -85,7 +85,7 @@ async fn identity_headers_a_peer_sends_are_replaced_by_the_verified_ones() {
         .insert("x-xborder-jurisdiction", "EE".parse().unwrap());
     let response = conn.send(request).await.unwrap();
     let (_, body) = xborder::client::collect(response).await.unwrap();
-    let record: Value = serde_json::from_slice(&body).unwrap();
+    let record: Value = serde_json::from_slice(&open_sealed(&body)).unwrap();
     assert_eq!(record["asked_by"], "spiffe://fi.xborder.test/agency/police");
     assert_eq!(record["asked_from"], "FI");
     gateway.shutdown().await;
@@ -108,7 +108,7 @@ async fn a_64_mib_body_streams_both_ways_intact() {
         Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(chunk)))
     }));
     let body = StreamBody::new(chunks).map_err(|e| match e {}).boxed();
-    let request = http::Request::post("/v1/data/content/echo")
+    let request = http::Request::post("/v1/data/content/+3725550123")
         .header("authorization", format!("Bearer {token}"))
         .body(body)
         .unwrap();
@@ -121,7 +121,7 @@ async fn a_64_mib_body_streams_both_ways_intact() {
     // Download over HTTP/1.1: the pattern the upstream generates.
     let h1 = world.client_alpn(Some(&police), &[b"http/1.1"]);
     let mut conn = h1.connect(gateway.border, "localhost").await.unwrap();
-    let path = format!("/v1/data/content/bytes/{total}");
+    let path = format!("/v1/data/content/+3725550123?bytes={total}");
     let mut request = xborder::client::get(path.parse().unwrap());
     request
         .headers_mut()
@@ -143,16 +143,10 @@ fn expected_hash(n: u64) -> [u8; 32] {
     hash.finalize().into()
 }
 
-async fn drain(mut body: hyper::body::Incoming) -> (u64, [u8; 32]) {
-    let mut hash = Sha256::new();
-    let mut n = 0;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            n += data.len() as u64;
-            hash.update(&data);
-        }
-    }
-    (n, hash.finalize().into())
+async fn drain(body: hyper::body::Incoming) -> (u64, [u8; 32]) {
+    let sealed = body.collect().await.unwrap().to_bytes();
+    let plaintext = open_sealed(&sealed);
+    (plaintext.len() as u64, Sha256::digest(&plaintext).into())
 }
 
 #[tokio::test]
@@ -310,7 +304,7 @@ async fn an_unreachable_upstream_is_a_502_problem() {
         .connect(gateway.border, "localhost")
         .await
         .unwrap();
-    let (status, body) = get_with(&mut conn, "/v1/data/subscriber/1", &token)
+    let (status, body) = get_with(&mut conn, "/v1/data/subscriber/+3725550123", &token)
         .await
         .unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -336,7 +330,7 @@ async fn a_slowloris_client_is_cut_after_the_header_timeout() {
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .unwrap();
-    tls.write_all(b"GET /v1/data/subscriber/1 HTTP/1.1\r\nhost: localhost\r\n")
+    tls.write_all(b"GET /v1/data/subscriber/+3725550123 HTTP/1.1\r\nhost: localhost\r\n")
         .await
         .unwrap();
 

@@ -16,6 +16,7 @@ use xborder::policy::{Finding, Verdict};
 use xborder::request::{Approval, Period, Request, RequestId, RequestState, Scope, Urgency};
 use xborder::store::sqlite::SqliteStore;
 use xborder::store::{Approved, Store, StoreError};
+use xborder::transfer::receipt::{Incomplete, Receipt, TransferId, TransferOpen};
 
 use crate::support::{jurisdiction, spiffe};
 
@@ -46,6 +47,13 @@ store_suite!(sqlite, super::open_sqlite;
     ending_an_unknown_grant_is_not_found,
     an_emergency_grant_is_validated_once_by_someone_else,
     next_due_and_due_follow_expiry_and_validation,
+    a_transfer_opens_and_closes_with_its_receipt,
+    the_transfer_quota_lets_exactly_max_transfers_open,
+    racing_opens_never_exceed_the_transfer_quota,
+    closing_adds_the_plaintext_bytes_to_the_grant,
+    a_transfer_is_closed_once_with_a_receipt_that_matches_it,
+    only_an_active_grant_of_the_grantee_opens_transfers,
+    open_transfers_lists_only_the_open_ones,
 );
 
 fn open_sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -188,6 +196,68 @@ fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>) {
         matches!(result, Err(StoreError::NotFound)),
         "expected NotFound, got {result:?}"
     );
+}
+
+/// Files, approves and returns a grant with these quotas.
+async fn granted_with(store: &Arc<dyn Store>, quotas: Quotas) -> Grant {
+    let request = request(1_000);
+    store.insert_request(&request).await.unwrap();
+    let mut grant = grant(&request, 100_000, None);
+    grant.quotas = quotas;
+    match store
+        .approve(request.id, approval("anna", 2_000), 1, grant)
+        .await
+        .unwrap()
+    {
+        Approved::Granted(grant) => *grant,
+        other => panic!("one approver of one required should grant, got {other:?}"),
+    }
+}
+
+/// A transfer under `grant` by its grantee, starting at `started_at`.
+fn transfer(grant: &Grant, started_at: i64) -> TransferOpen {
+    TransferOpen {
+        id: TransferId::new(),
+        grant_id: grant.id,
+        grantee: grant.grantee.to_string(),
+        route: "/v1/subscriber".into(),
+        category: "subscriber".into(),
+        target: grant.scope.targets[0].clone(),
+        started_at: at(started_at),
+    }
+}
+
+/// The complete receipt of `open`, `bytes` of plaintext, ended at `ended_at`.
+fn receipt(open: &TransferOpen, bytes: u64, ended_at: i64) -> Receipt {
+    Receipt {
+        plaintext_sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        ciphertext_sha256: "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
+            .into(),
+        plaintext_bytes: bytes,
+        ciphertext_bytes: bytes + 200,
+        complete: true,
+        incomplete: None,
+        ..Receipt::interrupted(open, at(ended_at), true)
+    }
+}
+
+/// Stands in for the signed JWS: the store keeps it as given.
+fn jws(receipt: &Receipt) -> String {
+    format!("header.{}.signature", receipt.transfer_id)
+}
+
+#[track_caller]
+fn assert_quota_exhausted<T: std::fmt::Debug>(result: Result<T, StoreError>, grant: GrantId) {
+    match result {
+        Err(StoreError::QuotaExhausted {
+            grant: exhausted,
+            max_transfers,
+        }) => {
+            assert_eq!(exhausted, grant);
+            assert_eq!(max_transfers, 2);
+        }
+        other => panic!("expected QuotaExhausted, got {other:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -627,6 +697,316 @@ async fn next_due_and_due_follow_expiry_and_validation(store: Arc<dyn Store>) {
     assert!(due(30_000).await.is_empty());
 }
 
+async fn a_transfer_opens_and_closes_with_its_receipt(store: Arc<dyn Store>) {
+    let grant = granted(&store, 100_000, None).await;
+    let open = transfer(&grant, 3_000);
+    assert_eq!(store.open_transfer(&open).await.unwrap(), 0);
+    assert_eq!(
+        store.transfer_receipt(open.id).await.unwrap(),
+        None,
+        "an open transfer has no receipt yet"
+    );
+
+    let mut receipt = receipt(&open, 1_234, 4_000);
+    receipt.audit_index = Some(17);
+    store
+        .close_transfer(&receipt, &jws(&receipt))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.transfer_receipt(open.id).await.unwrap(),
+        Some((receipt.clone(), jws(&receipt)))
+    );
+    assert_eq!(
+        store.transfer_receipt(TransferId::new()).await.unwrap(),
+        None
+    );
+
+    // An incomplete one keeps its cause.
+    let cut = transfer(&grant, 5_000);
+    store.open_transfer(&cut).await.unwrap();
+    let mut receipt = self::receipt(&cut, 10, 6_000);
+    receipt.complete = false;
+    receipt.incomplete = Some(Incomplete::Revoked);
+    store
+        .close_transfer(&receipt, &jws(&receipt))
+        .await
+        .unwrap();
+    let (stored, _) = store.transfer_receipt(cut.id).await.unwrap().unwrap();
+    assert_eq!(stored, receipt);
+
+    assert_eq!(
+        store.grant(grant.id).await.unwrap().unwrap().used_transfers,
+        2
+    );
+}
+
+async fn the_transfer_quota_lets_exactly_max_transfers_open(store: Arc<dyn Store>) {
+    let grant = granted_with(
+        &store,
+        Quotas {
+            max_bytes: None,
+            max_transfers: Some(2),
+        },
+    )
+    .await;
+    store.open_transfer(&transfer(&grant, 3_000)).await.unwrap();
+    store.open_transfer(&transfer(&grant, 3_001)).await.unwrap();
+    let third = transfer(&grant, 3_002);
+    assert_quota_exhausted(store.open_transfer(&third).await, grant.id);
+
+    let stored = store.grant(grant.id).await.unwrap().unwrap();
+    assert_eq!(stored.used_transfers, 2, "the refused one is not counted");
+    assert_eq!(
+        stored.state,
+        GrantState::Active,
+        "ending the grant is the caller's decision"
+    );
+    assert_eq!(store.open_transfers().await.unwrap().len(), 2);
+    assert_eq!(store.transfer_receipt(third.id).await.unwrap(), None);
+
+    // Closing a transfer gives no transfer back: the quota counts openings.
+    let first = &store.open_transfers().await.unwrap()[0];
+    let receipt = receipt(first, 1, 4_000);
+    store
+        .close_transfer(&receipt, &jws(&receipt))
+        .await
+        .unwrap();
+    assert_quota_exhausted(
+        store.open_transfer(&transfer(&grant, 5_000)).await,
+        grant.id,
+    );
+}
+
+async fn racing_opens_never_exceed_the_transfer_quota(store: Arc<dyn Store>) {
+    let grant = granted_with(
+        &store,
+        Quotas {
+            max_bytes: None,
+            max_transfers: Some(2),
+        },
+    )
+    .await;
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let open = transfer(&grant, 3_000 + i);
+            tokio::spawn(async move { store.open_transfer(&open).await })
+        })
+        .collect();
+    let mut opened = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => opened += 1,
+            refused => assert_quota_exhausted(refused, grant.id),
+        }
+    }
+    assert_eq!(opened, 2);
+    assert_eq!(
+        store.grant(grant.id).await.unwrap().unwrap().used_transfers,
+        2
+    );
+    assert_eq!(store.open_transfers().await.unwrap().len(), 2);
+}
+
+async fn closing_adds_the_plaintext_bytes_to_the_grant(store: Arc<dyn Store>) {
+    let grant = granted(&store, 100_000, None).await;
+    let first = transfer(&grant, 3_000);
+    let second = transfer(&grant, 3_500);
+    assert_eq!(store.open_transfer(&first).await.unwrap(), 0);
+    assert_eq!(store.open_transfer(&second).await.unwrap(), 0);
+
+    let receipt1 = receipt(&first, 1_000, 4_000);
+    store
+        .close_transfer(&receipt1, &jws(&receipt1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.grant(grant.id).await.unwrap().unwrap().used_bytes,
+        1_000
+    );
+
+    // A receipt for a transfer cut short counts what crossed.
+    let mut receipt2 = receipt(&second, 500, 4_500);
+    receipt2.complete = false;
+    receipt2.incomplete = Some(Incomplete::ClientGone);
+    store
+        .close_transfer(&receipt2, &jws(&receipt2))
+        .await
+        .unwrap();
+    let stored = store.grant(grant.id).await.unwrap().unwrap();
+    assert_eq!((stored.used_bytes, stored.used_transfers), (1_500, 2));
+
+    // The next opening sees the count so far.
+    assert_eq!(
+        store.open_transfer(&transfer(&grant, 5_000)).await.unwrap(),
+        1_500
+    );
+
+    // Bytes that crossed count even when the grant ended meanwhile.
+    let last = transfer(&grant, 6_000);
+    store.open_transfer(&last).await.unwrap();
+    store
+        .end_grant(grant.id, Cause::Manual, None, None, at(6_500))
+        .await
+        .unwrap();
+    let mut receipt3 = receipt(&last, 250, 6_500);
+    receipt3.complete = false;
+    receipt3.incomplete = Some(Incomplete::Revoked);
+    store
+        .close_transfer(&receipt3, &jws(&receipt3))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.grant(grant.id).await.unwrap().unwrap().used_bytes,
+        1_750
+    );
+}
+
+async fn a_transfer_is_closed_once_with_a_receipt_that_matches_it(store: Arc<dyn Store>) {
+    let grant = granted(&store, 100_000, None).await;
+    let open = transfer(&grant, 3_000);
+    store.open_transfer(&open).await.unwrap();
+
+    // Receipts that are not this transfer's close are turned away.
+    let mut other_grant = receipt(&open, 10, 4_000);
+    other_grant.grant_id = GrantId::new();
+    assert_conflict(
+        store.close_transfer(&other_grant, "x").await,
+        "does not match",
+    );
+    let mut other_target = receipt(&open, 10, 4_000);
+    other_target.target = "someone else".into();
+    assert_conflict(
+        store.close_transfer(&other_target, "x").await,
+        "does not match",
+    );
+    let mut inconsistent = receipt(&open, 10, 4_000);
+    inconsistent.incomplete = Some(Incomplete::UpstreamFailed);
+    assert_conflict(
+        store.close_transfer(&inconsistent, "x").await,
+        "inconsistent",
+    );
+    assert!(store.transfer_receipt(open.id).await.unwrap().is_none());
+
+    let first = receipt(&open, 10, 4_000);
+    store.close_transfer(&first, &jws(&first)).await.unwrap();
+    let mut second = receipt(&open, 99, 5_000);
+    second.complete = false;
+    second.incomplete = Some(Incomplete::ShuttingDown);
+    assert_conflict(store.close_transfer(&second, "other").await, "written once");
+    assert_eq!(
+        store.transfer_receipt(open.id).await.unwrap(),
+        Some((first.clone(), jws(&first))),
+        "the first receipt is kept"
+    );
+    assert_eq!(
+        store.grant(grant.id).await.unwrap().unwrap().used_bytes,
+        10,
+        "counted once"
+    );
+
+    let never_opened = receipt(&transfer(&grant, 3_000), 10, 4_000);
+    assert_not_found(store.close_transfer(&never_opened, "x").await);
+}
+
+async fn only_an_active_grant_of_the_grantee_opens_transfers(store: Arc<dyn Store>) {
+    let revoked = granted(&store, 100_000, None).await;
+    store
+        .end_grant(revoked.id, Cause::Manual, None, Some("incident"), at(2_500))
+        .await
+        .unwrap();
+    assert_conflict(
+        store.open_transfer(&transfer(&revoked, 3_000)).await,
+        "revoked, not active",
+    );
+    let stored = store.grant(revoked.id).await.unwrap().unwrap();
+    assert_eq!(stored.used_transfers, 0);
+
+    // Past its sunset or its validation deadline, even before the scheduler ended it.
+    let expiring = granted(&store, 10_000, None).await;
+    assert_conflict(
+        store.open_transfer(&transfer(&expiring, 10_000)).await,
+        "expired",
+    );
+    let unvalidated = granted(&store, 100_000, Some(5_000)).await;
+    assert_conflict(
+        store.open_transfer(&transfer(&unvalidated, 5_000)).await,
+        "validated",
+    );
+    store
+        .open_transfer(&transfer(&unvalidated, 4_999))
+        .await
+        .unwrap();
+
+    // Only the grantee transfers under its grant.
+    let active = granted(&store, 100_000, None).await;
+    let mut stranger = transfer(&active, 3_000);
+    stranger.grantee = "spiffe://us.xborder.test/agency/fbi".into();
+    assert_conflict(store.open_transfer(&stranger).await, "not");
+    assert_eq!(
+        store
+            .grant(active.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .used_transfers,
+        0
+    );
+
+    // One id, one transfer.
+    let open = transfer(&active, 3_000);
+    store.open_transfer(&open).await.unwrap();
+    assert_conflict(store.open_transfer(&open).await, "already exists");
+    assert_eq!(
+        store
+            .grant(active.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .used_transfers,
+        1
+    );
+
+    let mut unknown = transfer(&active, 3_000);
+    unknown.grant_id = GrantId::new();
+    assert_not_found(store.open_transfer(&unknown).await);
+}
+
+async fn open_transfers_lists_only_the_open_ones(store: Arc<dyn Store>) {
+    assert!(store.open_transfers().await.unwrap().is_empty());
+    let grant = granted(&store, 100_000, None).await;
+    let later = transfer(&grant, 5_000);
+    let closed = transfer(&grant, 3_000);
+    let earlier = transfer(&grant, 4_000);
+    for open in [&later, &closed, &earlier] {
+        store.open_transfer(open).await.unwrap();
+    }
+    let receipt = receipt(&closed, 1, 3_500);
+    store
+        .close_transfer(&receipt, &jws(&receipt))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.open_transfers().await.unwrap(),
+        [earlier.clone(), later.clone()],
+        "oldest first, the closed one left out"
+    );
+
+    // At start, the caller closes what a stop left open, with an interrupted receipt.
+    for open in store.open_transfers().await.unwrap() {
+        let receipt = Receipt::interrupted(&open, at(9_000), true);
+        store
+            .close_transfer(&receipt, &jws(&receipt))
+            .await
+            .unwrap();
+    }
+    assert!(store.open_transfers().await.unwrap().is_empty());
+    let (interrupted, _) = store.transfer_receipt(earlier.id).await.unwrap().unwrap();
+    assert_eq!(interrupted.incomplete, Some(Incomplete::Interrupted));
+    assert_eq!(store.grant(grant.id).await.unwrap().unwrap().used_bytes, 1);
+}
+
 // ---------------------------------------------------------------------------
 // SQLite only: the file
 
@@ -721,4 +1101,66 @@ async fn sqlite_racing_approvals_create_one_grant() {
         );
     }
     assert_eq!(b.grants(None).await.unwrap().len(), 20);
+}
+
+/// Two gateways on one file race to open transfers under a grant with two
+/// left: exactly two open, whichever connection they come through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_racing_opens_on_two_connections_respect_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SqliteStore::FILE_NAME);
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let grant = granted_with(
+        &a,
+        Quotas {
+            max_bytes: None,
+            max_transfers: Some(2),
+        },
+    )
+    .await;
+
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+            let open = transfer(&grant, 3_000 + i);
+            tokio::spawn(async move { store.open_transfer(&open).await })
+        })
+        .collect();
+    let mut opened = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => opened += 1,
+            refused => assert_quota_exhausted(refused, grant.id),
+        }
+    }
+    assert_eq!(opened, 2);
+    assert_eq!(b.grant(grant.id).await.unwrap().unwrap().used_transfers, 2);
+}
+
+#[tokio::test]
+async fn sqlite_finds_open_transfers_and_receipts_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SqliteStore::FILE_NAME);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let grant = granted(&store, 100_000, None).await;
+    let left_open = transfer(&grant, 3_000);
+    let closed = transfer(&grant, 3_100);
+    store.open_transfer(&left_open).await.unwrap();
+    store.open_transfer(&closed).await.unwrap();
+    let receipt = receipt(&closed, 42, 3_500);
+    store
+        .close_transfer(&receipt, &jws(&receipt))
+        .await
+        .unwrap();
+    drop(store);
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    assert_eq!(store.open_transfers().await.unwrap(), [left_open]);
+    assert_eq!(
+        store.transfer_receipt(closed.id).await.unwrap(),
+        Some((receipt.clone(), jws(&receipt)))
+    );
+    let stored = store.grant(grant.id).await.unwrap().unwrap();
+    assert_eq!((stored.used_bytes, stored.used_transfers), (42, 2));
 }

@@ -138,7 +138,7 @@ category = "subscriber"
 
 [[routes]]
 prefix = "/v1/data/content"
-upstream = "http://{upstream}"
+upstream = "http://{upstream}/content"
 category = "content"
 "#
         )
@@ -263,7 +263,7 @@ pub async fn get_on(conn: &mut Connection, path: &str) -> Result<(StatusCode, By
 
 /// Asserts that `client` is refused at `addr`; returns what the client saw.
 pub async fn assert_refused(client: &BorderClient, addr: SocketAddr) -> String {
-    match get(client, addr, "/v1/data/subscriber/372-5550123").await {
+    match get(client, addr, "/v1/data/subscriber/+3725550123").await {
         Ok((status, body)) => panic!("served with {status}: {}", String::from_utf8_lossy(&body)),
         Err(e) => e.to_string(),
     }
@@ -309,8 +309,25 @@ where
     }
 }
 
-/// An age recipient for request bodies (its identity is not needed here).
-pub const RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+/// FI's age recipient in request bodies, and its identity (test-only key).
+pub const RECIPIENT: &str = "age1sku64zu8tak3q3a5kgk44z4kaj4k2x833f2vlrjwv8dqrz9vrdhsstdztc";
+pub const IDENTITY: &str =
+    "AGE-SECRET-KEY-1LEVYW5RMLCDUW5UC85W62G9AMS7E0VGDCHWUVJ7N5ED7FA6L5P2QYX0TPP";
+
+/// Decrypts a sealed payload with [`IDENTITY`], as the requester would.
+pub fn open_sealed(ciphertext: &[u8]) -> Vec<u8> {
+    use std::io::Read as _;
+    let identity: age::x25519::Identity = IDENTITY.parse().unwrap();
+    let decryptor = age::Decryptor::new(ciphertext).expect("an age header");
+    let mut reader = decryptor
+        .decrypt(std::iter::once(&identity as &dyn age::Identity))
+        .expect("sealed to our recipient");
+    let mut plaintext = Vec::new();
+    reader
+        .read_to_end(&mut plaintext)
+        .expect("a whole, untruncated age stream");
+    plaintext
+}
 
 /// A request body asking for `categories` about two targets.
 pub fn request_body(categories: &[&str], urgency: &str) -> serde_json::Value {

@@ -46,6 +46,7 @@ impl Fixture {
             notification_deferral_max: Duration::from_secs(90 * DAY),
             emergency: EmergencyApproval::OneThenValidate,
             emergency_validation: Duration::from_secs(5),
+            rate: Default::default(),
         };
         let tokens = Tokens::new(
             TokenKeys::from_signing_key(ed25519_dalek::SigningKey::generate(

@@ -1,4 +1,5 @@
-//! The gateway's token keys: loading, `kid`s, and writing a new one.
+//! The gateway's token keys: loading, `kid`s, writing a new one, and the
+//! public key set (JWKS) that lets others verify what the gateway signs.
 
 use std::fmt;
 use std::fs;
@@ -13,6 +14,7 @@ use ed25519_dalek::pkcs8::{
 };
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use jsonwebtoken::{DecodingKey, EncodingKey};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 /// The gateway's token keys: one Ed25519 signing key, plus keys that only
@@ -28,6 +30,7 @@ pub struct TokenKeys {
 
 struct KnownKey {
     kid: String,
+    public: VerifyingKey,
     decoding: DecodingKey,
 }
 
@@ -123,14 +126,98 @@ impl TokenKeys {
             .find(|k| k.kid == kid)
             .map(|k| &k.decoding)
     }
+
+    /// The public keys: the signing key's first, then the verify-only ones.
+    pub fn jwks(&self) -> Jwks {
+        Jwks {
+            keys: self
+                .verifiers
+                .iter()
+                .map(|k| Jwk::ed25519(&k.public, k.kid.clone()))
+                .collect(),
+        }
+    }
 }
 
 impl KnownKey {
     fn new(kid: String, key: &VerifyingKey) -> Self {
         Self {
             kid,
-            decoding: DecodingKey::from_ed_der(key.as_bytes()),
+            public: *key,
+            decoding: decoding_key(key),
         }
+    }
+}
+
+/// An RFC 7517 JWK Set: the gateway's public keys, for parties that verify
+/// what it signs (receipts) without holding anything secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// One RFC 7517 / RFC 8037 public key. Only `kty` is required when reading,
+/// so a set that also holds keys of other types still parses; those keys are
+/// never used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// `OKP` for ours.
+    pub kty: String,
+    /// `Ed25519` for ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// The raw 32-byte public key, base64url without padding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// Ours: the RFC 7638 thumbprint, the `kid` our JWS headers carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub key_use: Option<String>,
+}
+
+impl Jwks {
+    /// The first usable Ed25519 signature key named `kid` (a key without a
+    /// `kid` is named by its RFC 7638 thumbprint).
+    pub(super) fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys
+            .iter()
+            .filter_map(Jwk::ed25519_key)
+            .find(|(named, _)| named == kid)
+            .map(|(_, key)| decoding_key(&key))
+    }
+}
+
+impl Jwk {
+    fn ed25519(key: &VerifyingKey, kid: String) -> Self {
+        Self {
+            kty: "OKP".into(),
+            crv: Some("Ed25519".into()),
+            x: Some(B64.encode(key.as_bytes())),
+            kid: Some(kid),
+            alg: Some("EdDSA".into()),
+            key_use: Some("sig".into()),
+        }
+    }
+
+    /// The key and its name, if this is an Ed25519 key for EdDSA signatures
+    /// that is not small-order.
+    fn ed25519_key(&self) -> Option<(String, VerifyingKey)> {
+        let okp = self.kty == "OKP" && self.crv.as_deref() == Some("Ed25519");
+        let for_eddsa = self.alg.as_deref().is_none_or(|alg| alg == "EdDSA");
+        let for_signatures = self.key_use.as_deref().is_none_or(|u| u == "sig");
+        if !(okp && for_eddsa && for_signatures) {
+            return None;
+        }
+        let bytes: [u8; 32] = B64.decode(self.x.as_deref()?).ok()?.try_into().ok()?;
+        let key = VerifyingKey::from_bytes(&bytes).ok()?;
+        if key.is_weak() {
+            return None;
+        }
+        let kid = self.kid.clone().unwrap_or_else(|| jwk_thumbprint(&key));
+        Some((kid, key))
     }
 }
 
@@ -175,6 +262,11 @@ pub enum TokenKeyError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// The form the provider's verifier takes: the 32 raw bytes.
+fn decoding_key(key: &VerifyingKey) -> DecodingKey {
+    DecodingKey::from_ed_der(key.as_bytes())
 }
 
 /// RFC 7638 §3.2: the required members only, sorted, no whitespace.

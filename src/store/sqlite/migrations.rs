@@ -16,7 +16,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::store::StoreError;
 
 /// Script `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1_INITIAL];
+pub(super) const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_TRANSFERS];
 
 /// The schema version this code writes and reads.
 pub(super) const fn current_version() -> u32 {
@@ -167,4 +167,55 @@ CREATE INDEX grants_by_state ON grants (state, issued_at);
 CREATE INDEX grants_due_expiry ON grants (state, expires_at) WHERE state = 'active';
 CREATE INDEX grants_due_validation ON grants (state, validation_due)
     WHERE state = 'active' AND validated_by IS NULL AND validation_due IS NOT NULL;
+"#;
+
+/// Version 2: transfers, from opening to their receipt.
+///
+/// A row is inserted `open` (counted in the grant's `used_transfers` in the
+/// same transaction) and updated once to `closed` with the receipt, its JWS
+/// and the columns a query may want without parsing JSON. `receipt_json` is
+/// the receipt as signed (less `iss` and `iat`); `transfer_receipt` reads it,
+/// not the columns. Hashes are NULL while open; on an `interrupted` receipt
+/// they are empty (not known).
+const V2_TRANSFERS: &str = r#"
+CREATE TABLE transfers (
+    id                  TEXT    NOT NULL PRIMARY KEY,
+    grant_id            TEXT    NOT NULL REFERENCES grants (id),
+    grantee             TEXT    NOT NULL,
+    route               TEXT    NOT NULL,
+    category            TEXT    NOT NULL,
+    target              TEXT    NOT NULL,
+    started_at          INTEGER NOT NULL,
+    state               TEXT    NOT NULL CHECK (state IN ('open', 'closed')),
+    ended_at            INTEGER,
+    complete            INTEGER CHECK (complete IN (0, 1)),
+    incomplete          TEXT
+        CHECK (incomplete IN ('exhausted', 'revoked', 'expired', 'validation_missed',
+            'client_gone', 'upstream_failed', 'shutting_down', 'interrupted')),
+    plaintext_bytes     INTEGER NOT NULL DEFAULT 0 CHECK (plaintext_bytes >= 0),
+    ciphertext_bytes    INTEGER NOT NULL DEFAULT 0 CHECK (ciphertext_bytes >= 0),
+    plaintext_sha256    TEXT,
+    ciphertext_sha256   TEXT,
+    receipt_json        TEXT    CHECK (json_valid(receipt_json)),
+    jws                 TEXT,
+    -- Open: nothing of the end yet. Closed: all of it, and a cause exactly
+    -- when incomplete.
+    CHECK (
+        (state = 'open' AND ended_at IS NULL AND complete IS NULL AND incomplete IS NULL
+            AND plaintext_bytes = 0 AND ciphertext_bytes = 0
+            AND plaintext_sha256 IS NULL AND ciphertext_sha256 IS NULL
+            AND receipt_json IS NULL AND jws IS NULL)
+        OR (state = 'closed' AND ended_at IS NOT NULL
+            AND plaintext_sha256 IS NOT NULL AND ciphertext_sha256 IS NOT NULL
+            AND receipt_json IS NOT NULL AND jws IS NOT NULL
+            AND ((complete = 1 AND incomplete IS NULL)
+                OR (complete = 0 AND incomplete IS NOT NULL)))
+    )
+) STRICT;
+
+CREATE INDEX transfers_by_grant ON transfers (grant_id);
+
+-- `open_transfers` at start: as small as the set of transfers in flight.
+-- `state` leads for the same reason as in `grants_due_expiry`.
+CREATE INDEX transfers_open ON transfers (state, started_at) WHERE state = 'open';
 "#;

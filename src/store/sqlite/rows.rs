@@ -29,13 +29,13 @@ pub(super) struct BadColumn {
 }
 
 /// One row of `table`, read column by column with errors that name the column.
-struct Cols<'r, 's> {
-    row: &'r Row<'s>,
-    table: &'static str,
+pub(super) struct Cols<'r, 's> {
+    pub(super) row: &'r Row<'s>,
+    pub(super) table: &'static str,
 }
 
 impl Cols<'_, '_> {
-    fn bad(&self, column: &'static str, problem: impl Display) -> StoreError {
+    pub(super) fn bad(&self, column: &'static str, problem: impl Display) -> StoreError {
         StoreError::Backend(Box::new(BadColumn {
             table: self.table,
             column,
@@ -43,31 +43,34 @@ impl Cols<'_, '_> {
         }))
     }
 
-    fn int<T: rusqlite::types::FromSql>(&self, column: &'static str) -> Result<T, StoreError> {
+    pub(super) fn int<T: rusqlite::types::FromSql>(
+        &self,
+        column: &'static str,
+    ) -> Result<T, StoreError> {
         self.row.get(column).map_err(|e| self.bad(column, e))
     }
 
     /// A count or quota: stored as SQLite's signed 64-bit integer.
-    fn count(&self, column: &'static str) -> Result<u64, StoreError> {
+    pub(super) fn count(&self, column: &'static str) -> Result<u64, StoreError> {
         let n: i64 = self.int(column)?;
         u64::try_from(n).map_err(|_| self.bad(column, format!("{n} is negative")))
     }
 
-    fn opt_count(&self, column: &'static str) -> Result<Option<u64>, StoreError> {
+    pub(super) fn opt_count(&self, column: &'static str) -> Result<Option<u64>, StoreError> {
         self.int::<Option<i64>>(column)?
             .map(|n| u64::try_from(n).map_err(|_| self.bad(column, format!("{n} is negative"))))
             .transpose()
     }
 
-    fn text(&self, column: &'static str) -> Result<String, StoreError> {
+    pub(super) fn text(&self, column: &'static str) -> Result<String, StoreError> {
         self.row.get(column).map_err(|e| self.bad(column, e))
     }
 
-    fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
+    pub(super) fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
         self.row.get(column).map_err(|e| self.bad(column, e))
     }
 
-    fn parse<T>(&self, column: &'static str) -> Result<T, StoreError>
+    pub(super) fn parse<T>(&self, column: &'static str) -> Result<T, StoreError>
     where
         T: FromStr,
         T::Err: Display,
@@ -75,7 +78,7 @@ impl Cols<'_, '_> {
         self.text(column)?.parse().map_err(|e| self.bad(column, e))
     }
 
-    fn opt_parse<T>(&self, column: &'static str) -> Result<Option<T>, StoreError>
+    pub(super) fn opt_parse<T>(&self, column: &'static str) -> Result<Option<T>, StoreError>
     where
         T: FromStr,
         T::Err: Display,
@@ -85,17 +88,17 @@ impl Cols<'_, '_> {
             .transpose()
     }
 
-    fn time(&self, column: &'static str) -> Result<Timestamp, StoreError> {
+    pub(super) fn time(&self, column: &'static str) -> Result<Timestamp, StoreError> {
         self.int(column).map(Timestamp::from_unix_ms)
     }
 
-    fn opt_time(&self, column: &'static str) -> Result<Option<Timestamp>, StoreError> {
+    pub(super) fn opt_time(&self, column: &'static str) -> Result<Option<Timestamp>, StoreError> {
         Ok(self
             .int::<Option<i64>>(column)?
             .map(Timestamp::from_unix_ms))
     }
 
-    fn json<T: DeserializeOwned>(&self, column: &'static str) -> Result<T, StoreError> {
+    pub(super) fn json<T: DeserializeOwned>(&self, column: &'static str) -> Result<T, StoreError> {
         serde_json::from_str(&self.text(column)?).map_err(|e| self.bad(column, e))
     }
 }
@@ -439,7 +442,10 @@ pub(super) fn next_due(conn: &Connection) -> Result<Option<Timestamp>, StoreErro
 
 /// A primary-key or UNIQUE violation is a `Conflict` (the record exists);
 /// anything else stays a backend failure.
-fn unique_to_conflict(e: rusqlite::Error, message: impl FnOnce() -> String) -> StoreError {
+pub(super) fn unique_to_conflict(
+    e: rusqlite::Error,
+    message: impl FnOnce() -> String,
+) -> StoreError {
     match &e {
         rusqlite::Error::SqliteFailure(f, _)
             if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY

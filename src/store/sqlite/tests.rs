@@ -8,6 +8,7 @@ use super::migrations::{self, MIGRATIONS};
 use super::*;
 use crate::policy::{Finding, Verdict};
 use crate::request::{Period, Scope, Urgency};
+use crate::transfer::receipt::{Incomplete, Receipt, TransferId, TransferOpen};
 
 fn open() -> (tempfile::TempDir, PathBuf, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -251,4 +252,144 @@ fn the_scheduler_queries_use_the_partial_indexes() {
     }
     let queue = plan("SELECT id FROM requests WHERE state = 'pending' ORDER BY filed_at DESC");
     assert!(queue.contains("requests_by_state"), "{queue}");
+    let open = plan(super::transfers::OPEN_TRANSFERS);
+    assert!(open.contains("transfers_open"), "{open}");
+    let by_grant = plan("SELECT id FROM transfers WHERE grant_id = ?1");
+    assert!(by_grant.contains("transfers_by_grant"), "{by_grant}");
+}
+
+fn grant_for(request: &Request) -> Grant {
+    Grant {
+        id: GrantId::new(),
+        request_id: request.id,
+        grantee: request.requester.clone(),
+        grantee_jurisdiction: request.requester_jurisdiction.clone(),
+        holder: request.holder.clone(),
+        thumbprint: request.thumbprint.clone(),
+        scope: request.scope.clone(),
+        quotas: crate::grant::Quotas {
+            max_bytes: Some(1_000),
+            max_transfers: Some(3),
+        },
+        used_bytes: 100,
+        used_transfers: 1,
+        approvers: vec!["spiffe://ee.xborder.test/anna".parse().unwrap()],
+        issued_at: Timestamp::from_unix_ms(1),
+        expires_at: Timestamp::from_unix_ms(100_000),
+        validation_due: None,
+        validated_by: None,
+        state: GrantState::Active,
+        ending: None,
+        token: "t".into(),
+    }
+}
+
+fn transfer_of(grant: &Grant) -> TransferOpen {
+    TransferOpen {
+        id: TransferId::new(),
+        grant_id: grant.id,
+        grantee: grant.grantee.to_string(),
+        route: "/v1/subscriber".into(),
+        category: "subscriber".into(),
+        target: "+372 5555 0101".into(),
+        started_at: Timestamp::from_unix_ms(3_000),
+    }
+}
+
+/// A file written by the first release (schema version 1, no transfers)
+/// opens with this code: it is migrated, and what it held is still there.
+#[tokio::test]
+async fn a_version_1_file_migrates_and_keeps_its_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SqliteStore::FILE_NAME);
+    let request = request();
+    let grant = grant_for(&request);
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[0]).unwrap();
+        tx.pragma_update(None, "user_version", 1).unwrap();
+        rows::insert_request(&tx, &request).unwrap();
+        rows::insert_grant(&tx, &grant).unwrap();
+        tx.commit().unwrap();
+    }
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        migrations::user_version(&store.conn.lock().unwrap()).unwrap(),
+        migrations::current_version()
+    );
+    assert_eq!(store.grant(grant.id).await.unwrap(), Some(grant.clone()));
+    assert_eq!(store.request(request.id).await.unwrap(), Some(request));
+
+    // The counters carried over are the ones the quota checks start from.
+    let open = transfer_of(&grant);
+    assert_eq!(store.open_transfer(&open).await.unwrap(), 100);
+    store.open_transfer(&transfer_of(&grant)).await.unwrap();
+    assert!(matches!(
+        store.open_transfer(&transfer_of(&grant)).await,
+        Err(StoreError::QuotaExhausted {
+            max_transfers: 3,
+            ..
+        })
+    ));
+    let receipt = Receipt::interrupted(&open, Timestamp::from_unix_ms(4_000), true);
+    store.close_transfer(&receipt, "jws").await.unwrap();
+    assert_eq!(
+        store.transfer_receipt(open.id).await.unwrap(),
+        Some((receipt, "jws".to_owned()))
+    );
+}
+
+#[tokio::test]
+async fn transfer_constraints_keep_open_and_closed_rows_whole() {
+    let (_dir, _path, store) = open();
+    let request = request();
+    store.insert_request(&request).await.unwrap();
+    let grant = grant_for(&request);
+    let approval = Approval {
+        approver: "spiffe://ee.xborder.test/anna".parse().unwrap(),
+        at: Timestamp::from_unix_ms(1),
+    };
+    store
+        .approve(request.id, approval, 1, grant.clone())
+        .await
+        .unwrap();
+    let open = transfer_of(&grant);
+    store.open_transfer(&open).await.unwrap();
+
+    assert!(
+        sql(&store, "UPDATE transfers SET state = 'closed'").is_err(),
+        "a closed row needs its end, receipt and jws"
+    );
+    assert!(
+        sql(&store, "UPDATE transfers SET plaintext_bytes = 5").is_err(),
+        "an open row has no sizes"
+    );
+    assert!(
+        sql(&store, "UPDATE transfers SET grant_id = 'no-such-grant'").is_err(),
+        "foreign key to grants"
+    );
+
+    let mut receipt = Receipt::interrupted(&open, Timestamp::from_unix_ms(4_000), true);
+    receipt.incomplete = Some(Incomplete::UpstreamFailed);
+    store.close_transfer(&receipt, "jws").await.unwrap();
+    assert!(
+        sql(&store, "UPDATE transfers SET complete = 1").is_err(),
+        "complete with a cause"
+    );
+    assert!(
+        sql(&store, "UPDATE transfers SET incomplete = 'bored'").is_err(),
+        "CHECK on transfers.incomplete"
+    );
+    assert!(
+        sql(&store, "UPDATE transfers SET state = 'open'").is_err(),
+        "an open row has no end"
+    );
+
+    sql(&store, "UPDATE transfers SET receipt_json = '{}'").unwrap();
+    assert_backend_names(
+        store.transfer_receipt(open.id).await.unwrap_err(),
+        "transfers.receipt_json",
+    );
 }

@@ -1,0 +1,202 @@
+//! Transfers: opening one against a grant's quota, closing it with its
+//! receipt. Each function is one whole `BEGIN IMMEDIATE` transaction, so the
+//! quota check and the count it guards cannot be split by another writer.
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::rows::{self, Cols, json_text, sql_count, unique_to_conflict};
+use crate::grant::{Cause, GrantState};
+use crate::store::StoreError;
+use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
+
+const OPEN_COLUMNS: &str = "id, grant_id, grantee, route, category, target, started_at";
+
+fn open_row(row: &Row<'_>) -> Result<TransferOpen, StoreError> {
+    let c = Cols {
+        row,
+        table: "transfers",
+    };
+    Ok(TransferOpen {
+        id: c.parse("id")?,
+        grant_id: c.parse("grant_id")?,
+        grantee: c.text("grantee")?,
+        route: c.text("route")?,
+        category: c.text("category")?,
+        target: c.text("target")?,
+        started_at: c.time("started_at")?,
+    })
+}
+
+/// See `Store::open_transfer`.
+pub(super) fn open(conn: &mut Connection, open: &TransferOpen) -> Result<u64, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let id = open.grant_id;
+    let grant = rows::grant(&tx, id)?.ok_or(StoreError::NotFound)?;
+    if grant.state != GrantState::Active {
+        return Err(StoreError::Conflict(format!(
+            "grant {id} is {}, not active",
+            grant.state.as_str()
+        )));
+    }
+    // The scheduler may not have ended a grant that is due already; the
+    // transfer must not slip into that gap.
+    match grant.due_cause(open.started_at) {
+        None => {}
+        Some(Cause::ValidationMissed) => {
+            return Err(StoreError::Conflict(format!(
+                "grant {id} is not active: it had to be validated by {}",
+                grant.validation_due.unwrap_or(grant.expires_at)
+            )));
+        }
+        Some(_) => {
+            return Err(StoreError::Conflict(format!(
+                "grant {id} is not active: it expired at {}",
+                grant.expires_at
+            )));
+        }
+    }
+    if grant.grantee.as_str() != open.grantee {
+        return Err(StoreError::Conflict(format!(
+            "grant {id} is not a grant to {}",
+            open.grantee
+        )));
+    }
+    if let Some(max_transfers) = grant.quotas.max_transfers
+        && grant.used_transfers >= max_transfers
+    {
+        return Err(StoreError::QuotaExhausted {
+            grant: id,
+            max_transfers,
+        });
+    }
+    let used_transfers = grant.used_transfers.checked_add(1).ok_or_else(|| {
+        StoreError::Backend(format!("grant {id}'s transfer count overflows").into())
+    })?;
+    tx.execute(
+        "UPDATE grants SET used_transfers = ?1 WHERE id = ?2",
+        params![sql_count(used_transfers, "used_transfers")?, id.to_string()],
+    )?;
+    tx.execute(
+        &format!(
+            "INSERT INTO transfers ({OPEN_COLUMNS}, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open')"
+        ),
+        params![
+            open.id.to_string(),
+            id.to_string(),
+            open.grantee,
+            open.route,
+            open.category,
+            open.target,
+            open.started_at.unix_ms(),
+        ],
+    )
+    .map_err(|e| unique_to_conflict(e, || format!("transfer {} already exists", open.id)))?;
+    tx.commit()?;
+    Ok(grant.used_bytes)
+}
+
+/// See `Store::close_transfer`.
+pub(super) fn close(conn: &mut Connection, receipt: &Receipt, jws: &str) -> Result<(), StoreError> {
+    let id = receipt.transfer_id;
+    if !receipt.is_consistent() {
+        return Err(StoreError::Conflict(format!(
+            "the receipt of transfer {id} is inconsistent: complete = {}, incomplete = {:?}",
+            receipt.complete, receipt.incomplete
+        )));
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (state, opened) = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {OPEN_COLUMNS}, state FROM transfers WHERE id = ?1"
+        ))?;
+        let mut found = stmt.query([id.to_string()])?;
+        let Some(row) = found.next()? else {
+            return Err(StoreError::NotFound);
+        };
+        let state: String = Cols {
+            row,
+            table: "transfers",
+        }
+        .text("state")?;
+        (state, open_row(row)?)
+    };
+    if state != "open" {
+        return Err(StoreError::Conflict(format!(
+            "transfer {id} is {state}: its receipt is written once"
+        )));
+    }
+    if !receipt.closes(&opened) {
+        return Err(StoreError::Conflict(format!(
+            "the receipt of transfer {id} does not match how it was opened"
+        )));
+    }
+    let grant_id = opened.grant_id.to_string();
+    let used_bytes: i64 = tx
+        .prepare_cached("SELECT used_bytes FROM grants WHERE id = ?1")?
+        .query_row([&grant_id], |row| row.get(0))
+        .optional()?
+        .ok_or(StoreError::NotFound)?;
+    let used_bytes = u64::try_from(used_bytes)
+        .ok()
+        .and_then(|used| used.checked_add(receipt.plaintext_bytes))
+        .ok_or_else(|| {
+            StoreError::Backend(format!("grant {grant_id}'s byte count overflows").into())
+        })?;
+    tx.execute(
+        "UPDATE grants SET used_bytes = ?1 WHERE id = ?2",
+        params![sql_count(used_bytes, "used_bytes")?, grant_id],
+    )?;
+    tx.execute(
+        "UPDATE transfers SET state = 'closed', ended_at = ?1, complete = ?2, incomplete = ?3, \
+         plaintext_bytes = ?4, ciphertext_bytes = ?5, plaintext_sha256 = ?6, ciphertext_sha256 = ?7, \
+         receipt_json = ?8, jws = ?9 WHERE id = ?10 AND state = 'open'",
+        params![
+            receipt.ended_at.unix_ms(),
+            receipt.complete,
+            receipt.incomplete.map(|cause| cause.as_str()),
+            sql_count(receipt.plaintext_bytes, "plaintext_bytes")?,
+            sql_count(receipt.ciphertext_bytes, "ciphertext_bytes")?,
+            receipt.plaintext_sha256,
+            receipt.ciphertext_sha256,
+            json_text(receipt)?,
+            jws,
+            id.to_string(),
+        ],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// See `Store::transfer_receipt`.
+pub(super) fn receipt(
+    conn: &Connection,
+    id: TransferId,
+) -> Result<Option<(Receipt, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT receipt_json, jws FROM transfers WHERE id = ?1 AND state = 'closed'",
+    )?;
+    let mut rows = stmt.query([id.to_string()])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let c = Cols {
+        row,
+        table: "transfers",
+    };
+    Ok(Some((c.json("receipt_json")?, c.text("jws")?)))
+}
+
+/// Transfers still open, oldest first.
+pub(super) const OPEN_TRANSFERS: &str = "SELECT id, grant_id, grantee, route, category, target, started_at FROM transfers \
+     WHERE state = 'open' ORDER BY started_at, rowid";
+
+/// See `Store::open_transfers`.
+pub(super) fn open_transfers(conn: &Connection) -> Result<Vec<TransferOpen>, StoreError> {
+    let mut stmt = conn.prepare_cached(OPEN_TRANSFERS)?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(open_row(row)?);
+    }
+    Ok(out)
+}

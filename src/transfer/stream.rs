@@ -1,0 +1,306 @@
+//! Moving one transfer: the upstream's response body, sealed to the grant's
+//! recipient as it flows, counted against the byte quota, shaped by the rate
+//! limits, cut the moment its grant ends, and closed with a signed receipt.
+//!
+//! Each transfer runs as its own task feeding the response body through a
+//! channel of two frames, so memory per transfer is bounded (two ciphertext
+//! frames plus the sealer's one age chunk) whatever the payload's size, and
+//! the task notices a revocation or a vanished client at once, not at the
+//! next upstream chunk.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::sync::{broadcast, mpsc};
+
+use super::quota::{self, ByteQuotas};
+use super::receipt::{Incomplete, Receipt, TransferId};
+use super::seal::{Digests, Sealer};
+use crate::clock::Timestamp;
+use crate::grant::{Cause, Grant, GrantId};
+use crate::ratelimit::{Key, RateLimiter};
+use crate::review::{GrantEnded, Review};
+use crate::server::{Body, BoxError};
+
+/// What the gateway knows of a transfer when it starts.
+pub struct Transfer {
+    pub id: TransferId,
+    pub grant: Grant,
+    pub route: String,
+    pub category: String,
+    pub target: String,
+    pub started_at: Timestamp,
+}
+
+/// Everything a transfer needs to start streaming.
+pub struct Start {
+    pub transfer: Transfer,
+    pub upstream: Body,
+    pub recipient: age::x25519::Recipient,
+    /// The grant's byte count in the store when the transfer opened.
+    pub used_bytes: u64,
+    pub limiter: Arc<RateLimiter>,
+    pub keys: Vec<Key>,
+    /// Subscribed before the transfer was opened, so no ending of the grant
+    /// can slip between the checks and the stream.
+    pub ended: broadcast::Receiver<GrantEnded>,
+}
+
+/// What every transfer shares.
+pub struct Movers {
+    pub review: Arc<Review>,
+    pub quotas: ByteQuotas,
+}
+
+/// How a transfer ended.
+enum End {
+    /// The upstream's body ended: everything crossed.
+    Finished,
+    /// The byte quota was reached mid-body: cut exactly at it.
+    Exhausted,
+    /// The grant ended while streaming.
+    GrantEnded(Cause),
+    UpstreamFailed,
+    ClientGone,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("transfer cut: {0}")]
+struct Cut(&'static str);
+
+impl Movers {
+    /// Starts moving a transfer; returns the response body.
+    pub fn start(self: &Arc<Self>, start: Start) -> Body {
+        let Start {
+            transfer,
+            upstream,
+            recipient,
+            used_bytes,
+            limiter,
+            keys,
+            ended,
+        } = start;
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
+        let counter = self.quotas.counter(transfer.grant.id, used_bytes);
+        let movers = self.clone();
+        tokio::spawn(async move {
+            let sealer = Sealer::new(&recipient);
+            let (end, digests) = match sealer {
+                Ok(sealer) => {
+                    movers
+                        .pump(
+                            &transfer, upstream, sealer, &counter, &limiter, &keys, ended, &tx,
+                        )
+                        .await
+                }
+                Err(e) => {
+                    tracing::error!(transfer_id = %transfer.id, error = %e, "cannot start sealing");
+                    (End::UpstreamFailed, nothing())
+                }
+            };
+            drop(tx);
+            movers.close(transfer, end, digests).await;
+        });
+        let frames =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+            );
+        StreamBody::new(frames).boxed()
+    }
+
+    /// The per-chunk loop. Returns how it ended and the digests of what crossed.
+    #[allow(clippy::too_many_arguments)]
+    async fn pump(
+        &self,
+        transfer: &Transfer,
+        mut upstream: Body,
+        mut sealer: Sealer,
+        counter: &AtomicU64,
+        limiter: &RateLimiter,
+        keys: &[Key],
+        mut ended: broadcast::Receiver<GrantEnded>,
+        tx: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    ) -> (End, Digests) {
+        let grant = transfer.grant.id;
+        let max_bytes = transfer.grant.quotas.max_bytes;
+        let end = loop {
+            let frame = tokio::select! {
+                biased;
+                cause = ended_cause(&mut ended, grant, &self.review) => break End::GrantEnded(cause),
+                _ = tx.closed() => break End::ClientGone,
+                frame = upstream.frame() => frame,
+            };
+            let data = match frame {
+                None => break End::Finished,
+                Some(Err(_)) => break End::UpstreamFailed,
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    // Trailers carry nothing we forward.
+                    Err(_) => continue,
+                },
+            };
+            let allowed = quota::take(counter, max_bytes, data.len() as u64) as usize;
+            if allowed > 0 {
+                tokio::select! {
+                    biased;
+                    cause = ended_cause(&mut ended, grant, &self.review) => break End::GrantEnded(cause),
+                    _ = tx.closed() => break End::ClientGone,
+                    () = limiter.shape(keys, u32::try_from(allowed).unwrap_or(u32::MAX)) => {}
+                }
+                let sealed = match sealer.update(&data[..allowed]) {
+                    Ok(sealed) => sealed,
+                    Err(e) => {
+                        tracing::error!(transfer_id = %transfer.id, error = %e, "sealing failed");
+                        break End::UpstreamFailed;
+                    }
+                };
+                if !sealed.is_empty() && tx.send(Ok(Frame::data(sealed))).await.is_err() {
+                    break End::ClientGone;
+                }
+            }
+            if allowed < data.len() {
+                break End::Exhausted;
+            }
+        };
+        match end {
+            // A clean end, and the cut exactly at the byte limit, close the age
+            // stream: what crossed decrypts, and the receipt says whether it was all.
+            End::Finished | End::Exhausted => match sealer.finish() {
+                Ok((tail, digests)) => {
+                    if !tail.is_empty() && tx.send(Ok(Frame::data(tail))).await.is_err() {
+                        return (End::ClientGone, digests);
+                    }
+                    (end, digests)
+                }
+                Err(e) => {
+                    tracing::error!(transfer_id = %transfer.id, error = %e, "sealing failed at the end");
+                    (End::UpstreamFailed, nothing())
+                }
+            },
+            // Anything else leaves the age stream truncated, which decryptors
+            // reject, and resets the response so the client sees the cut.
+            End::GrantEnded(_) | End::UpstreamFailed | End::ClientGone => {
+                let digests = sealer.abort();
+                let why = match end {
+                    End::GrantEnded(_) => "the grant ended",
+                    End::UpstreamFailed => "the upstream failed",
+                    _ => "the client went away",
+                };
+                let _ = tx.send(Err(Box::new(Cut(why)))).await;
+                (end, digests)
+            }
+        }
+    }
+
+    /// Signs the receipt, closes the transfer in the store, and ends an
+    /// exhausted grant.
+    async fn close(&self, transfer: Transfer, end: End, digests: Digests) {
+        let review = &self.review;
+        let incomplete = match end {
+            End::Finished => None,
+            End::Exhausted => Some(Incomplete::Exhausted),
+            End::GrantEnded(Cause::Expired) => Some(Incomplete::Expired),
+            End::GrantEnded(Cause::Exhausted) => Some(Incomplete::Exhausted),
+            End::GrantEnded(Cause::ValidationMissed) => Some(Incomplete::ValidationMissed),
+            End::GrantEnded(Cause::Manual) => Some(Incomplete::Revoked),
+            End::UpstreamFailed => Some(Incomplete::UpstreamFailed),
+            End::ClientGone => Some(Incomplete::ClientGone),
+        };
+        let receipt = Receipt {
+            transfer_id: transfer.id,
+            grant_id: transfer.grant.id,
+            grantee: transfer.grant.grantee.to_string(),
+            route: transfer.route,
+            category: transfer.category,
+            target: transfer.target,
+            plaintext_sha256: hex::encode(digests.plaintext_sha256),
+            ciphertext_sha256: hex::encode(digests.ciphertext_sha256),
+            plaintext_bytes: digests.plaintext_bytes,
+            ciphertext_bytes: digests.ciphertext_bytes,
+            started_at: transfer.started_at,
+            ended_at: review.now(),
+            complete: incomplete.is_none(),
+            incomplete,
+            audit_index: None,
+            encrypted: true,
+        };
+        let closed = match review.tokens.sign_receipt(&receipt) {
+            Ok(jws) => review
+                .store
+                .close_transfer(&receipt, &jws)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match closed {
+            Ok(()) => tracing::info!(
+                transfer_id = %receipt.transfer_id,
+                grant_id = %receipt.grant_id,
+                complete = receipt.complete,
+                incomplete = ?receipt.incomplete,
+                plaintext_bytes = receipt.plaintext_bytes,
+                ciphertext_bytes = receipt.ciphertext_bytes,
+                "transfer closed"
+            ),
+            Err(e) => {
+                tracing::error!(transfer_id = %receipt.transfer_id, error = %e, "cannot close the transfer")
+            }
+        }
+        if matches!(end, End::Exhausted) {
+            self.exhaust(transfer.grant.id).await;
+        }
+    }
+
+    /// Closes a transfer that never got a body from its upstream.
+    pub async fn abandon(&self, transfer: Transfer) {
+        self.close(transfer, End::UpstreamFailed, nothing()).await;
+    }
+
+    /// Ends a grant whose byte quota is used up.
+    pub async fn exhaust(&self, grant: GrantId) {
+        self.quotas.forget(grant);
+        if let Err(e) = self.review.end(grant, Cause::Exhausted, None, None).await {
+            tracing::error!(grant_id = %grant, error = %e, "cannot end the exhausted grant");
+        }
+    }
+}
+
+/// The digests of a transfer of which nothing is known (a failure of ours).
+fn nothing() -> Digests {
+    Digests {
+        plaintext_sha256: [0; 32],
+        ciphertext_sha256: [0; 32],
+        plaintext_bytes: 0,
+        ciphertext_bytes: 0,
+    }
+}
+
+/// Resolves when `grant` ends, with the cause.
+async fn ended_cause(
+    ended: &mut broadcast::Receiver<GrantEnded>,
+    grant: GrantId,
+    review: &Review,
+) -> Cause {
+    loop {
+        match ended.recv().await {
+            // Exhaustion is enforced by the byte counter, exactly; transfers
+            // already streaming under the grant end at the limit, not here.
+            Ok(e) if e.id == grant && e.cause != Cause::Exhausted => return e.cause,
+            Ok(_) => continue,
+            // Missed announcements: ask the store whether ours was among them.
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                if let Ok(Some(g)) = review.store.grant(grant).await
+                    && let Some(ending) = g.ending
+                    && ending.cause != Cause::Exhausted
+                {
+                    return ending.cause;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
