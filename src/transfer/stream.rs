@@ -12,9 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http_body_util::BodyExt;
 use hyper::body::Frame;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::quota::{self, ByteQuotas};
 use super::receipt::{Incomplete, Receipt, TransferId};
@@ -83,7 +87,8 @@ impl Movers {
             keys,
             ended,
         } = start;
-        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
+        let (tx, frames) = mpsc::channel::<Bytes>(2);
+        let (cut_tx, cut) = oneshot::channel::<&'static str>();
         let counter = self.quotas.counter(transfer.grant.id, used_bytes);
         let movers = self.clone();
         tokio::spawn(async move {
@@ -93,6 +98,7 @@ impl Movers {
                     movers
                         .pump(
                             &transfer, upstream, sealer, &counter, &limiter, &keys, ended, &tx,
+                            cut_tx,
                         )
                         .await
                 }
@@ -104,12 +110,11 @@ impl Movers {
             drop(tx);
             movers.close(transfer, end, digests).await;
         });
-        let frames =
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
-            );
-        StreamBody::new(frames).boxed()
+        SealedBody {
+            frames,
+            cut: Some(cut),
+        }
+        .boxed()
     }
 
     /// The per-chunk loop. Returns how it ended and the digests of what crossed.
@@ -123,7 +128,8 @@ impl Movers {
         limiter: &RateLimiter,
         keys: &[Key],
         mut ended: broadcast::Receiver<GrantEnded>,
-        tx: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+        tx: &mpsc::Sender<Bytes>,
+        cut: oneshot::Sender<&'static str>,
     ) -> (End, Digests) {
         let grant = transfer.grant.id;
         let max_bytes = transfer.grant.quotas.max_bytes;
@@ -158,8 +164,13 @@ impl Movers {
                         break End::UpstreamFailed;
                     }
                 };
-                if !sealed.is_empty() && tx.send(Ok(Frame::data(sealed))).await.is_err() {
-                    break End::ClientGone;
+                // A client that stops reading must not keep a revocation waiting.
+                if !sealed.is_empty() {
+                    tokio::select! {
+                        biased;
+                        cause = ended_cause(&mut ended, grant, &self.review) => break End::GrantEnded(cause),
+                        sent = tx.send(sealed) => if sent.is_err() { break End::ClientGone },
+                    }
                 }
             }
             if allowed < data.len() {
@@ -171,7 +182,7 @@ impl Movers {
             // stream: what crossed decrypts, and the receipt says whether it was all.
             End::Finished | End::Exhausted => match sealer.finish() {
                 Ok((tail, digests)) => {
-                    if !tail.is_empty() && tx.send(Ok(Frame::data(tail))).await.is_err() {
+                    if !tail.is_empty() && tx.send(tail).await.is_err() {
                         return (End::ClientGone, digests);
                     }
                     (end, digests)
@@ -190,7 +201,8 @@ impl Movers {
                     End::UpstreamFailed => "the upstream failed",
                     _ => "the client went away",
                 };
-                let _ = tx.send(Err(Box::new(Cut(why)))).await;
+                // Reaches the client at its next read, ahead of any frame still queued.
+                let _ = cut.send(why);
                 (end, digests)
             }
         }
@@ -266,6 +278,40 @@ impl Movers {
         if let Err(e) = self.review.end(grant, Cause::Exhausted, None, None).await {
             tracing::error!(grant_id = %grant, error = %e, "cannot end the exhausted grant");
         }
+    }
+}
+
+/// The response body of a transfer: ciphertext frames from the transfer's
+/// task, or the cut, which is delivered before any frame still queued so the
+/// client's stream is reset rather than ended cleanly.
+struct SealedBody {
+    frames: mpsc::Receiver<Bytes>,
+    cut: Option<oneshot::Receiver<&'static str>>,
+}
+
+impl hyper::body::Body for SealedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(cut) = self.cut.as_mut() {
+            match Pin::new(cut).poll(cx) {
+                Poll::Ready(Ok(why)) => {
+                    self.cut = None;
+                    self.frames.close();
+                    return Poll::Ready(Some(Err(Box::new(Cut(why)))));
+                }
+                // The task ended without a cut: the frames end the body.
+                Poll::Ready(Err(_)) => self.cut = None,
+                Poll::Pending => {}
+            }
+        }
+        self.frames
+            .poll_recv(cx)
+            .map(|frame| frame.map(|data| Ok(Frame::data(data))))
     }
 }
 
