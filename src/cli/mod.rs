@@ -9,6 +9,7 @@ pub mod admin_client;
 pub mod config;
 pub mod demo;
 pub mod example_upstream;
+pub mod fetch;
 pub mod grant;
 pub mod pki;
 pub mod policy;
@@ -47,6 +48,8 @@ enum Command {
     Pki(pki::PkiCommand),
     /// Walk through one exchange on loopback with a throwaway PKI.
     Demo(demo::DemoArgs),
+    /// Fetch evidence under a grant: verify the receipt, decrypt.
+    Fetch(fetch::FetchArgs),
     /// Serve the built-in example data service, for trying routes out.
     ExampleUpstream(example_upstream::ExampleUpstreamArgs),
     /// Review filed requests on the admin listener: list, show, approve, deny.
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Pki(cmd) => pki::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::ExampleUpstream(args) => example_upstream::run(args),
+        Command::Fetch(args) => fetch::run(args),
         Command::Request(cmd) => request::run(cmd),
         Command::Grant(cmd) => grant::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),

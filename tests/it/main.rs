@@ -12,3 +12,4 @@ mod reload;
 mod review;
 mod store;
 mod support;
+mod transfer;

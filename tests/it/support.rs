@@ -414,6 +414,28 @@ pub async fn grant_token(
     cert: &Issued,
     categories: &[&str],
 ) -> String {
+    grant_with(
+        world,
+        border,
+        admin_addr,
+        cert,
+        categories,
+        serde_json::json!({}),
+    )
+    .await
+    .0
+}
+
+/// As [`grant_token`], with the approvers' `terms` (lifetime, quotas); the
+/// token and the grant id.
+pub async fn grant_with(
+    world: &World,
+    border: SocketAddr,
+    admin_addr: SocketAddr,
+    cert: &Issued,
+    categories: &[&str],
+    terms: serde_json::Value,
+) -> (String, String) {
     let (status, filed) = file(world, border, cert, &request_body(categories, "normal")).await;
     assert_eq!(status, StatusCode::CREATED, "{filed}");
     let id = filed["id"].as_str().unwrap().to_owned();
@@ -423,7 +445,7 @@ pub async fn grant_token(
             admin_addr,
             http::Method::POST,
             &format!("/v1/requests/{id}/approve"),
-            Some(&serde_json::json!({})),
+            Some(&terms),
             None,
         )
         .await;
@@ -442,10 +464,13 @@ pub async fn grant_token(
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{view}");
-    view["grant"]["token"]
+    let token = view["grant"]["token"]
         .as_str()
-        .expect("approved request carries its token")
-        .to_owned()
+        .expect("approved request carries its token");
+    (
+        token.to_owned(),
+        view["grant"]["id"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// A GET with a bearer token on `conn`.

@@ -120,7 +120,7 @@ fn round_trip_across_chunk_boundaries() {
 }
 
 #[test]
-fn same_ciphertext_whatever_the_pieces() {
+fn any_piece_sizes_round_trip_including_empty_ones() {
     let identity = Identity::generate();
     let plaintext = payload(3 * 64 * KIB + 5);
     for pieces in [
