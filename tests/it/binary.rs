@@ -176,6 +176,10 @@ impl Served {
         line["fields"]["addr"].as_str().unwrap().parse().unwrap()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
