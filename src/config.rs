@@ -43,6 +43,8 @@ pub struct Config {
     pub tokens: TokenFiles,
     /// Policy per jurisdiction pair.
     pub policies: Policies,
+    /// Foreign gateways the `local` listener relays to, by jurisdiction.
+    pub peers: BTreeMap<Jurisdiction, Peer>,
 }
 
 /// Where the grant token keys are and what the tokens claim.
@@ -66,6 +68,17 @@ pub struct Listeners {
     pub admin: Option<SocketAddr>,
     /// Probes and metrics, plain HTTP.
     pub ops: Option<SocketAddr>,
+    /// Our own apps (sidecar), plain HTTP on loopback: calls out to foreign borders.
+    pub local: Option<SocketAddr>,
+}
+
+/// A foreign gateway our `local` listener relays to.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Its border listener.
+    pub border: SocketAddr,
+    /// The name its server certificate must carry.
+    pub server_name: String,
 }
 
 #[derive(Clone, Debug)]
@@ -307,6 +320,15 @@ impl Validator<'_> {
             .map(|a| a.trust_domain.clone());
         let tokens = self.tokens(raw.tokens, own_domain.as_ref(), jurisdiction.is_some());
         let policies = self.policies(raw.policy);
+        let peers = self.peers(raw.peers);
+        if listeners.as_ref().is_some_and(|l| l.local.is_some())
+            && raw.identity.client_certificate.is_none()
+        {
+            self.errors.push(
+                "identity.client_certificate",
+                "the local listener calls foreign gateways: it needs our client certificate",
+            );
+        }
 
         if let Some(j) = &jurisdiction
             && listeners.as_ref().is_some_and(|l| l.admin.is_some())
@@ -330,7 +352,43 @@ impl Validator<'_> {
             routes,
             tokens: tokens?,
             policies,
+            peers,
         })
+    }
+
+    fn peers(&mut self, raw: BTreeMap<String, raw::Peer>) -> BTreeMap<Jurisdiction, Peer> {
+        let mut peers = BTreeMap::new();
+        for (cc, peer) in raw {
+            let Some(jurisdiction) = self.parse::<Jurisdiction>(&format!("peers.{cc}"), &cc) else {
+                continue;
+            };
+            let key = format!("peers.{cc}.border");
+            // `host:port`; a name is resolved once, here.
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(&peer.border.as_str())
+                .ok()
+                .and_then(|mut a| a.next());
+            let Some(border) = addr else {
+                self.errors.push(
+                    key,
+                    format!("`{}` is not a reachable host:port", peer.border),
+                );
+                continue;
+            };
+            let host = peer
+                .border
+                .rsplit_once(':')
+                .map_or("", |(h, _)| h)
+                .trim_matches(['[', ']']);
+            let server_name = peer.server_name.unwrap_or_else(|| host.to_owned());
+            peers.insert(
+                jurisdiction,
+                Peer {
+                    border,
+                    server_name,
+                },
+            );
+        }
+        peers
     }
 
     fn tokens(
@@ -440,12 +498,27 @@ impl Validator<'_> {
         let ops = raw
             .ops
             .map(|a| self.parse::<SocketAddr>("listeners.ops", &a));
+        let local = raw
+            .local
+            .map(|a| self.parse::<SocketAddr>("listeners.local", &a));
+        if let Some(Some(addr)) = local
+            && !addr.ip().is_loopback()
+        {
+            // The local listener speaks plain HTTP with our identity behind it.
+            self.errors.push(
+                "listeners.local",
+                format!(
+                    "{addr} is not a loopback address: the local listener is for apps on this host"
+                ),
+            );
+        }
         // Two listeners on one address cannot both bind; port 0 means "any free port".
         let mut seen: HashMap<SocketAddr, &str> = HashMap::new();
         for (name, addr) in [
             ("border", border),
             ("admin", admin.flatten()),
             ("ops", ops.flatten()),
+            ("local", local.flatten()),
         ] {
             let Some(addr) = addr.filter(|a| a.port() != 0) else {
                 continue;
@@ -461,6 +534,7 @@ impl Validator<'_> {
             border: border?,
             admin: admin.map(|a| a.ok_or(())).transpose().ok()?,
             ops: ops.map(|a| a.ok_or(())).transpose().ok()?,
+            local: local.map(|a| a.ok_or(())).transpose().ok()?,
         })
     }
 
@@ -655,6 +729,8 @@ mod raw {
         pub tokens: Option<Tokens>,
         #[serde(default)]
         pub policy: BTreeMap<String, BTreeMap<String, RawPairPolicy>>,
+        #[serde(default)]
+        pub peers: BTreeMap<String, Peer>,
     }
 
     #[derive(Deserialize)]
@@ -672,6 +748,13 @@ mod raw {
         pub border: String,
         pub admin: Option<String>,
         pub ops: Option<String>,
+        pub local: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Peer {
+        pub border: String,
+        pub server_name: Option<String>,
     }
 
     #[derive(Deserialize)]

@@ -177,7 +177,7 @@ pub async fn fetch(
 
 /// Fetches and verifies the receipt of `transfer`; it is written as the
 /// transfer closes, so a brief `transfer_open` is waited out.
-async fn receipt(
+pub(crate) async fn receipt(
     conn: &mut Connection,
     transfer: &str,
     token: &str,
@@ -249,7 +249,7 @@ fn refusal(status: StatusCode, body: &[u8]) -> FetchError {
 }
 
 /// The `iss` of a grant token: who must have signed the receipt.
-fn token_issuer(token: &str) -> Result<String, FetchError> {
+pub(crate) fn token_issuer(token: &str) -> Result<String, FetchError> {
     let claims = token.split('.').nth(1).ok_or(FetchError::Token)?;
     let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(claims)

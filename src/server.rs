@@ -41,6 +41,7 @@ mod admin;
 mod api;
 mod border;
 mod conn;
+mod local;
 mod ops;
 mod proxy;
 
@@ -101,6 +102,7 @@ pub struct Gateway {
     border: TcpListener,
     admin: Option<TcpListener>,
     ops: Option<TcpListener>,
+    local: Option<(TcpListener, Arc<local::Relay>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +164,17 @@ impl Gateway {
             Some(addr) => Some(bind("ops", addr).await?),
             None => None,
         };
+        let local = match config.listeners.local {
+            Some(addr) => {
+                let client = crate::tls::client_config(&config).map_err(ConfigErrors)?;
+                let relay = local::Relay::new(
+                    crate::client::BorderClient::new(client),
+                    config.peers.clone(),
+                );
+                Some((bind("local", addr).await?, Arc::new(relay)))
+            }
+            None => None,
+        };
 
         let registry = prometheus::Registry::new();
         metrics::register_build_info(&registry)?;
@@ -201,6 +214,7 @@ impl Gateway {
             border,
             admin,
             ops,
+            local,
         })
     }
 
@@ -216,6 +230,12 @@ impl Gateway {
         self.ops.as_ref().map(local_addr)
     }
 
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
+            .as_ref()
+            .map(|(listener, _)| local_addr(listener))
+    }
+
     /// Serves until `shutdown` resolves, then drains within the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Self {
@@ -224,6 +244,7 @@ impl Gateway {
             border,
             admin,
             ops,
+            local,
         } = self;
         let stop_accepting = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -250,6 +271,10 @@ impl Gateway {
         if let Some(ops) = ops {
             tracing::info!(listener = "ops", addr = %local_addr(&ops), "listening");
             acceptors.spawn(ops::serve(ops, shared.clone(), stop_accepting.clone()));
+        }
+        if let Some((listener, relay)) = local {
+            tracing::info!(listener = "local", addr = %local_addr(&listener), "listening");
+            acceptors.spawn(local::serve(listener, relay, stop_accepting.clone()));
         }
         acceptors.spawn(scheduler::run(
             shared.review.clone(),

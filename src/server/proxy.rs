@@ -165,7 +165,7 @@ fn upstream_uri(base: &Uri, rest: &str, query: Option<&str>) -> Result<Uri, Prob
 }
 
 /// Removes the headers RFC 9110 §7.6.1 says a proxy must not forward.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
