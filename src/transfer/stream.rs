@@ -262,8 +262,11 @@ impl Movers {
                 tracing::error!(transfer_id = %receipt.transfer_id, error = %e, "cannot close the transfer")
             }
         }
-        if matches!(end, End::Exhausted) {
-            self.exhaust(transfer.grant.id).await;
+        match end {
+            End::Exhausted => self.exhaust(transfer.grant.id).await,
+            // The grant is over: its counter is no longer needed.
+            End::GrantEnded(_) => self.quotas.forget(transfer.grant.id),
+            _ => {}
         }
     }
 
