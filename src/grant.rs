@@ -6,7 +6,6 @@
 //! cause, time and acting identity are recorded with the end. The grant's
 //! token ([`token`]) is what the requester presents on every transfer.
 
-use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -18,33 +17,10 @@ use crate::request::{RequestId, Scope};
 pub mod scheduler;
 pub mod token;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct GrantId(uuid::Uuid);
-
-impl GrantId {
-    pub fn new() -> Self {
-        Self(uuid::Uuid::new_v4())
-    }
-}
-
-impl Default for GrantId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FromStr for GrantId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s).map(Self)
-    }
-}
-
-impl fmt::Display for GrantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+uuid_id!(
+    /// A grant; the `jti` of its token.
+    GrantId
+);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -11,7 +11,6 @@
 //! was relayed, and keeps the verdict for the app at `GET /v1/relayed/{id}`.
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -20,8 +19,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -87,34 +84,10 @@ impl Relay {
 }
 
 pub(super) async fn serve(listener: TcpListener, relay: Arc<Relay>, stop: CancellationToken) {
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(listener = "local", error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let relay = relay.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let relay = relay.clone();
-                async move { Ok::<_, Infallible>(handle(relay, request).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10));
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    super::serve_plain(listener, "local", stop, move |request| {
+        handle(relay.clone(), request)
+    })
+    .await;
 }
 
 async fn handle(relay: Arc<Relay>, request: Request<Incoming>) -> Response<Body> {

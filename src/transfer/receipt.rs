@@ -23,34 +23,10 @@ use crate::grant::GrantId;
 #[cfg(test)]
 mod tests;
 
-/// One transfer: one payload that crosses the border under a grant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct TransferId(uuid::Uuid);
-
-impl TransferId {
-    pub fn new() -> Self {
-        Self(uuid::Uuid::new_v4())
-    }
-}
-
-impl Default for TransferId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FromStr for TransferId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s).map(Self)
-    }
-}
-
-impl fmt::Display for TransferId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+uuid_id!(
+    /// One transfer: one payload that crosses the border under a grant.
+    TransferId
+);
 
 /// Why a transfer did not complete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
