@@ -16,6 +16,7 @@
 
 use std::num::NonZeroU32;
 use std::ops::Add;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
@@ -199,7 +200,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
         // it, each admitted key is refunded at once.
         let mut wait: Option<Duration> = None;
         for (i, key) in keys.iter().enumerate() {
-            let refused = if !self.requests.holds(key) && !self.requests.make_room() {
+            let refused = if !self.requests.has_room_for(key) {
                 Some(self.requests.time_to_idle())
             } else {
                 match self.requests.limiter.check_key(key) {
@@ -231,7 +232,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
 
     /// Number of keys held across both limits (a key in both counts twice).
     pub fn keys_held(&self) -> usize {
-        self.requests.cells.len() + self.bytes.cells.len()
+        self.requests.cells.map.len() + self.bytes.cells.map.len()
     }
 }
 
@@ -258,7 +259,7 @@ impl<C: ReasonablyRealtime + Clone> RateLimiter<C> {
     async fn wait_for_bytes(&self, key: &Key, cells: NonZeroU32) {
         let jitter = Jitter::up_to(SHAPE_JITTER);
         loop {
-            if !self.bytes.holds(key) && !self.bytes.make_room() {
+            if !self.bytes.has_room_for(key) {
                 tokio::time::sleep(jitter + self.bytes.time_to_idle()).await;
                 continue;
             }
@@ -278,8 +279,8 @@ impl<C: ReasonablyRealtime + Clone> RateLimiter<C> {
 
 /// One limit: governor's limiter and a second handle on its cells.
 struct Limit<C: Clock> {
-    limiter: governor::RateLimiter<Key, Cells, C, NoOpMiddleware<C::Instant>>,
-    cells: Arc<DashMapStateStore<Key>>,
+    limiter: governor::RateLimiter<Key, Shared, C, NoOpMiddleware<C::Instant>>,
+    cells: Arc<Cells>,
     /// One cell's cost: what a refund gives back.
     cell: Nanos,
     burst: NonZeroU32,
@@ -291,10 +292,10 @@ struct Limit<C: Clock> {
 
 impl<C: Clock> Limit<C> {
     fn new(quota: Quota, clock: C) -> Self {
-        let cells = Arc::new(DashMapStateStore::default());
+        let cells = Arc::new(Cells::default());
         let interval = quota.replenish_interval();
         Self {
-            limiter: governor::RateLimiter::new(quota, Cells(Arc::clone(&cells)), clock),
+            limiter: governor::RateLimiter::new(quota, Shared(Arc::clone(&cells)), clock),
             cells,
             cell: Nanos::from(interval),
             burst: quota.burst_size(),
@@ -303,15 +304,21 @@ impl<C: Clock> Limit<C> {
         }
     }
 
-    fn holds(&self, key: &Key) -> bool {
-        self.cells.contains_key(key)
+    /// Whether `key` may be charged: it is held already, or there is room
+    /// for it. One atomic load while the map is well under the cap.
+    fn has_room_for(&self, key: &Key) -> bool {
+        self.cells.estimate.load(Ordering::Relaxed) < MAX_KEYS
+            || self.cells.map.contains_key(key)
+            || self.make_room()
     }
 
     /// Whether a new key may be added; at the cap, sweeps idle keys first
     /// (at most once per [`SWEEP_INTERVAL`], and without shrinking: a map
     /// at the cap will fill again).
     fn make_room(&self) -> bool {
-        if self.cells.len() < MAX_KEYS {
+        let len = self.cells.map.len();
+        if len < MAX_KEYS {
+            self.cells.estimate.store(len, Ordering::Relaxed);
             return true;
         }
         let guard = match self.last_sweep.try_lock() {
@@ -328,7 +335,7 @@ impl<C: Clock> Limit<C> {
                 self.limiter.retain_recent();
             }
         }
-        self.cells.len() < MAX_KEYS
+        self.cells.map.len() < MAX_KEYS
     }
 
     fn time_to_idle(&self) -> Duration {
@@ -339,7 +346,7 @@ impl<C: Clock> Limit<C> {
     /// the key's theoretical arrival time one cell later; moving it back is
     /// exact whatever else happened in between.
     fn refund(&self, key: &Key) {
-        if let Some(state) = self.cells.get(key) {
+        if let Some(state) = self.cells.map.get(key) {
             let cell = self.cell;
             let _: Result<(), ()> = state.measure_and_replace(&NotKeyed::NonKey, |tat| match tat {
                 Some(tat) => Ok(((), tat.saturating_sub(cell))),
@@ -349,36 +356,53 @@ impl<C: Clock> Limit<C> {
     }
 }
 
-/// governor's concurrent map of cells, shared so that [`Limit`] can look up
-/// and refund keys, which governor's limiter does not expose.
-struct Cells(Arc<DashMapStateStore<Key>>);
+/// governor's concurrent map of per-key states, and an estimate of its
+/// length: `DashMap::len` locks every shard, too slow to ask per request.
+#[derive(Default)]
+struct Cells {
+    map: DashMapStateStore<Key>,
+    /// Bumped on every insert, reset to the map's length by every sweep;
+    /// concurrent first uses of one key may count it twice, which only
+    /// brings a sweep forward.
+    estimate: AtomicUsize,
+}
 
-impl StateStore for Cells {
+/// The cells as governor's limiter holds them: it does not lend its store
+/// out, and [`Limit`] needs to look up, refund and count keys.
+struct Shared(Arc<Cells>);
+
+impl StateStore for Shared {
     type Key = Key;
 
     fn measure_and_replace<T, F, E>(&self, key: &Key, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        self.0.measure_and_replace(key, f)
+        if let Some(state) = self.0.map.get(key) {
+            return state.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        self.0.estimate.fetch_add(1, Ordering::Relaxed);
+        let state = self.0.map.entry(key.clone()).or_default();
+        state.measure_and_replace(&NotKeyed::NonKey, f)
     }
 }
 
-impl ShrinkableKeyedStateStore<Key> for Cells {
+impl ShrinkableKeyedStateStore<Key> for Shared {
     fn retain_recent(&self, drop_below: Nanos) {
-        ShrinkableKeyedStateStore::retain_recent(&*self.0, drop_below);
+        ShrinkableKeyedStateStore::retain_recent(&self.0.map, drop_below);
+        self.0.estimate.store(self.0.map.len(), Ordering::Relaxed);
     }
 
     fn shrink_to_fit(&self) {
-        ShrinkableKeyedStateStore::shrink_to_fit(&*self.0);
+        ShrinkableKeyedStateStore::shrink_to_fit(&self.0.map);
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.0.map.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.map.is_empty()
     }
 }
 

@@ -126,6 +126,33 @@ fn a_refusal_consumes_no_keys_budget() {
 }
 
 #[test]
+fn concurrent_refusals_neither_over_admit_nor_leak_budget() {
+    let (limiter, _clock) = fake();
+    let peers: Vec<Key> = (0..4).map(|i| peer(&i.to_string())).collect();
+    // Four threads race for grant g's 100 cells; the grant comes first, so
+    // every refusal by a peer is a charge to g and a refund.
+    let admitted_under_g: u32 = std::thread::scope(|s| {
+        let threads: Vec<_> = peers
+            .iter()
+            .map(|p| {
+                let keys = [grant("g"), p.clone()];
+                let limiter = &limiter;
+                s.spawn(move || admitted(limiter, &keys, 1000))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    assert_eq!(admitted_under_g, 100);
+    // The peers paid for exactly those 100 requests between them.
+    let left: u32 = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| admitted(&limiter, &[p.clone(), grant(&format!("h{i}"))], 100))
+        .sum();
+    assert_eq!(left, 300);
+}
+
+#[test]
 fn a_refusal_reports_the_longest_wait_among_the_keys() {
     let (limiter, clock) = fake();
     assert_eq!(admitted(&limiter, &[peer("a")], 100), 100); // a: next cell at 20 ms
