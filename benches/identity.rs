@@ -37,7 +37,7 @@ fn identity(c: &mut Criterion) {
     };
     let anchor = |ca: &DevCa| LoadedAnchor {
         trust_domain: ca.trust_domain().clone(),
-        ca: ca.cert_der(),
+        ca: vec![ca.cert_der()],
         crls: vec![crl(ca)],
     };
 

@@ -22,6 +22,11 @@ use crate::server::Body;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error("cannot resolve {name}: {source}")]
+    Resolve {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("cannot connect to {addr}: {source}")]
     Connect {
         addr: SocketAddr,

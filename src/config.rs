@@ -75,8 +75,9 @@ pub struct Listeners {
 /// A foreign gateway our `local` listener relays to.
 #[derive(Clone, Debug)]
 pub struct Peer {
-    /// Its border listener.
-    pub border: SocketAddr,
+    /// Its border listener, `host:port`; a name is resolved at each connect,
+    /// so DNS changes are followed.
+    pub border: String,
     /// The name its server certificate must carry.
     pub server_name: String,
 }
@@ -363,23 +364,18 @@ impl Validator<'_> {
                 continue;
             };
             let key = format!("peers.{cc}.border");
-            // `host:port`; a name is resolved once, here.
-            let addr = std::net::ToSocketAddrs::to_socket_addrs(&peer.border.as_str())
-                .ok()
-                .and_then(|mut a| a.next());
-            let Some(border) = addr else {
-                self.errors.push(
-                    key,
-                    format!("`{}` is not a reachable host:port", peer.border),
-                );
+            let parts = peer.border.rsplit_once(':');
+            let Some((host, _)) = parts.filter(|(h, p)| {
+                !h.trim_matches(['[', ']']).is_empty() && p.parse::<u16>().is_ok()
+            }) else {
+                self.errors
+                    .push(key, format!("`{}` is not host:port", peer.border));
                 continue;
             };
-            let host = peer
-                .border
-                .rsplit_once(':')
-                .map_or("", |(h, _)| h)
-                .trim_matches(['[', ']']);
-            let server_name = peer.server_name.unwrap_or_else(|| host.to_owned());
+            let server_name = peer
+                .server_name
+                .unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
+            let border = peer.border;
             peers.insert(
                 jurisdiction,
                 Peer {

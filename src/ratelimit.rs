@@ -9,23 +9,26 @@
 //! - bytes per second: a transfer over the limit is shaped: it waits, it is
 //!   never refused.
 //!
-//! Both are governor's GCRA over a concurrent map of per-key cells. Around it
-//! this module adds what governor leaves to its user: a refusal that consumes
-//! no key's budget, a clock that follows tokio's (so shaping can be tested on
-//! paused time), and a hard bound on the number of keys held.
+//! Both are GCRA over governor's concurrent map of per-key states: requests
+//! through governor's limiter, bytes by reservation (first come, first
+//! served; governor only polls). Around them this module adds what governor
+//! leaves to its user: a refusal that consumes no key's budget, a clock that
+//! follows tokio's (so shaping can be tested on paused time), and a hard
+//! bound on the number of keys held.
 
+use std::convert::Infallible;
 use std::num::NonZeroU32;
 use std::ops::Add;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
+use governor::Quota;
 use governor::clock::{Clock, ReasonablyRealtime, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::{NotKeyed, StateStore};
-use governor::{InsufficientCapacity, Jitter, Quota};
 
 /// The transfer pipeline's chunk; a byte burst below it would split chunks.
 pub const CHUNK_BYTES: u32 = 64 * 1024;
@@ -47,10 +50,6 @@ pub const MAX_KEYS: usize = 100_000;
 /// Least time between two sweeps triggered by the cap. A sweep walks every
 /// key; without this a flood at the cap would walk 100 000 keys per request.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Random extra wait for a shaped transfer, so that transfers waiting on the
-/// same key do not all wake at the same instant.
-const SHAPE_JITTER: Duration = Duration::from_millis(1);
 
 /// Finest byte-limit granularity governor can hold exactly: it keeps one
 /// cell's cost in whole nanoseconds, so 64 MiB/s at one byte per cell (14.9 ns,
@@ -156,11 +155,8 @@ impl RetryAfter {
 /// by hand.
 pub struct RateLimiter<C: Clock = TokioClock> {
     limits: Limits,
-    requests: Limit<C>,
-    bytes: Limit<C>,
-    /// Bytes per cell of the byte limit.
-    byte_unit: u32,
-    clock: C,
+    requests: RequestLimit<C>,
+    bytes: ByteLimit<C>,
 }
 
 impl RateLimiter {
@@ -171,13 +167,10 @@ impl RateLimiter {
 
 impl<C: Clock + Clone> RateLimiter<C> {
     pub fn with_clock(limits: Limits, clock: C) -> Self {
-        let (byte_quota, byte_unit) = limits.byte_quota();
         Self {
             limits,
-            requests: Limit::new(limits.request_quota(), clock.clone()),
-            bytes: Limit::new(byte_quota, clock.clone()),
-            byte_unit,
-            clock,
+            requests: RequestLimit::new(limits.request_quota(), clock.clone()),
+            bytes: ByteLimit::new(&limits, clock),
         }
     }
 
@@ -196,23 +189,31 @@ impl<C: Clock + Clone> RateLimiter<C> {
     /// be refused: the error is always towards refusing, never towards
     /// admitting too much. A key listed twice is charged twice.
     pub fn check_request(&self, keys: &[Key]) -> Result<(), RetryAfter> {
+        let requests = &self.requests;
         // Keys before the first refusal were all admitted (charged); after
         // it, each admitted key is refunded at once.
         let mut wait: Option<Duration> = None;
         for (i, key) in keys.iter().enumerate() {
-            let refused = if !self.requests.has_room_for(key) {
-                Some(self.requests.time_to_idle())
+            let refused = if !requests
+                .cells
+                .has_room_for(key, || requests.limiter.retain_recent())
+            {
+                Some(requests.idle_after.max(SWEEP_INTERVAL))
             } else {
-                match self.requests.limiter.check_key(key) {
+                match requests.limiter.check_key(key) {
                     Ok(()) => None,
-                    Err(not_until) => Some(not_until.wait_time_from(self.clock.now())),
+                    Err(not_until) => {
+                        Some(not_until.wait_time_from(requests.limiter.clock().now()))
+                    }
                 }
             };
             match (refused, wait) {
                 (None, None) => {}
-                (None, Some(_)) => self.requests.refund(key),
+                (None, Some(_)) => requests.cells.refund(key, requests.cell),
                 (Some(this), None) => {
-                    keys[..i].iter().for_each(|k| self.requests.refund(k));
+                    for earlier in &keys[..i] {
+                        requests.cells.refund(earlier, requests.cell);
+                    }
                     wait = Some(this);
                 }
                 (Some(this), Some(longest)) => wait = Some(longest.max(this)),
@@ -224,10 +225,10 @@ impl<C: Clock + Clone> RateLimiter<C> {
     /// Drops state for keys not seen recently: keys whose state is no
     /// different from a fresh key's. Call it periodically.
     pub fn forget_idle(&self) {
-        for limit in [&self.requests, &self.bytes] {
-            limit.limiter.retain_recent();
-            limit.limiter.shrink_to_fit();
-        }
+        self.requests.limiter.retain_recent();
+        self.requests.limiter.shrink_to_fit();
+        self.bytes.sweep();
+        self.bytes.cells.map.shrink_to_fit();
     }
 
     /// Number of keys held across both limits (a key in both counts twice).
@@ -239,86 +240,204 @@ impl<C: Clock + Clone> RateLimiter<C> {
 impl<C: ReasonablyRealtime + Clone> RateLimiter<C> {
     /// Waits until `n` bytes may pass for every key.
     ///
-    /// `n` may exceed the byte burst: it passes in burst-sized pieces. Each
-    /// piece is charged to the keys one after the other, so a key may be
-    /// charged while the piece still waits on the next key; the bytes do pass
-    /// in the end, so the totals are right. Sleeps on tokio's timer, hence the
-    /// bound: the clock must advance with it (real time, or [`TokioClock`] on
-    /// paused time; not a hand-stepped fake clock, which would wait forever).
+    /// Each call reserves its bytes at once, so waiting transfers are served
+    /// in the order they asked, and a transfer cannot be starved by others
+    /// that happen to wake up first. `n` may exceed the byte burst: it is
+    /// reserved one chunk ([`CHUNK_BYTES`], or the burst if smaller) at a
+    /// time, so that a large call takes turns with other transfers' chunks
+    /// rather than holding every key for its whole length. Each key is
+    /// charged for a piece at once and the piece waits for the latest of
+    /// them, so a key can be charged a little before its bytes pass, never
+    /// for more than pass.
+    ///
+    /// Cancel-safe: a call dropped while waiting gives back the piece it had
+    /// reserved. Sleeps on tokio's timer, hence the bound: the clock must
+    /// advance with it (real time, or [`TokioClock`] on paused time; not a
+    /// hand-stepped fake clock).
     pub async fn shape(&self, keys: &[Key], n: u32) {
-        let burst = self.bytes.burst;
-        let mut cells = n.div_ceil(self.byte_unit);
-        while let Some(piece) = NonZeroU32::new(cells.min(burst.get())) {
+        let bytes = &self.bytes;
+        let mut cells = n.div_ceil(bytes.unit);
+        while cells > 0 {
+            let piece = cells.min(bytes.piece);
             for key in keys {
-                self.wait_for_bytes(key, piece).await;
-            }
-            cells -= piece.get();
-        }
-    }
-
-    async fn wait_for_bytes(&self, key: &Key, cells: NonZeroU32) {
-        let jitter = Jitter::up_to(SHAPE_JITTER);
-        loop {
-            if !self.bytes.has_room_for(key) {
-                tokio::time::sleep(jitter + self.bytes.time_to_idle()).await;
-                continue;
-            }
-            match self.bytes.limiter.check_key_n(key, cells) {
-                Ok(Ok(())) => return,
-                Ok(Err(not_until)) => {
-                    let wait = not_until.wait_time_from(self.clock.now());
-                    tokio::time::sleep(jitter + wait).await;
+                while !bytes.cells.has_room_for(key, || bytes.sweep()) {
+                    tokio::time::sleep(bytes.idle_after.max(SWEEP_INTERVAL)).await;
                 }
-                // `shape` never asks for more than the burst, so this cannot
-                // happen; letting the bytes pass beats waiting forever.
-                Err(InsufficientCapacity(_)) => return,
             }
+            let cost = bytes.cell * u64::from(piece);
+            let mut reserved = Reservation {
+                cells: &bytes.cells,
+                keys: &keys[..0],
+                cost,
+            };
+            let mut ready = Nanos::from(0);
+            for (i, key) in keys.iter().enumerate() {
+                ready = ready.max(bytes.reserve(key, cost));
+                reserved.keys = &keys[..=i];
+            }
+            let wait = ready.saturating_sub(bytes.cells.now());
+            if wait > Nanos::from(0) {
+                tokio::time::sleep(Duration::from(wait)).await;
+            }
+            reserved.keys = &[];
+            cells -= piece;
         }
     }
 }
 
-/// One limit: governor's limiter and a second handle on its cells.
-struct Limit<C: Clock> {
-    limiter: governor::RateLimiter<Key, Shared, C, NoOpMiddleware<C::Instant>>,
-    cells: Arc<Cells>,
-    /// One cell's cost: what a refund gives back.
+/// Requests: governor's limiter over shared cells.
+struct RequestLimit<C: Clock> {
+    limiter: governor::RateLimiter<Key, Shared<C>, C, NoOpMiddleware<C::Instant>>,
+    cells: Arc<Cells<C>>,
+    /// One request's cost: what a refund gives back.
     cell: Nanos,
-    burst: NonZeroU32,
     /// The longest a key's state can take to become idle (forgettable):
     /// a full burst plus one cell.
     idle_after: Duration,
-    last_sweep: Mutex<Option<C::Instant>>,
 }
 
-impl<C: Clock> Limit<C> {
+impl<C: Clock + Clone> RequestLimit<C> {
     fn new(quota: Quota, clock: C) -> Self {
-        let cells = Arc::new(Cells::default());
+        let cells = Arc::new(Cells::new(clock.clone()));
         let interval = quota.replenish_interval();
         Self {
             limiter: governor::RateLimiter::new(quota, Shared(Arc::clone(&cells)), clock),
             cells,
-            cell: Nanos::from(interval),
-            burst: quota.burst_size(),
+            // As governor's GCRA does: a rate above 10^9/s costs 1 ns a cell.
+            cell: Nanos::from(interval.max(Duration::from_nanos(1))),
             idle_after: quota.burst_size_replenished_in() + interval,
+        }
+    }
+}
+
+/// Bytes: GCRA by reservation over the same kind of cells.
+///
+/// governor only answers "now or not yet", so waiters would poll, and
+/// whichever wakes first would win: under contention one transfer can starve
+/// another. Here a call moves the key's theoretical arrival time (GCRA's
+/// state, the same as governor keeps) forward by its cost at once, and
+/// sleeps until that time less the burst: the same admission time governor
+/// would compute for a lone caller, in first-come order for many.
+struct ByteLimit<C: Clock> {
+    cells: Arc<Cells<C>>,
+    /// Bytes per cell.
+    unit: u32,
+    /// The most cells one reservation takes: a chunk, or the burst.
+    piece: u32,
+    /// One cell's cost.
+    cell: Nanos,
+    /// The burst's cost: how far ahead of now a key's state may run while
+    /// a caller still passes at once.
+    burst: Nanos,
+    idle_after: Duration,
+}
+
+impl<C: Clock> ByteLimit<C> {
+    fn new(limits: &Limits, clock: C) -> Self {
+        let (quota, unit) = limits.byte_quota();
+        let interval = quota.replenish_interval().max(Duration::from_nanos(1));
+        let burst = quota.burst_size().get();
+        Self {
+            cells: Arc::new(Cells::new(clock)),
+            unit,
+            piece: (CHUNK_BYTES / unit).min(burst),
+            cell: Nanos::from(interval),
+            burst: Nanos::from(interval) * u64::from(burst),
+            idle_after: quota.burst_size_replenished_in() + interval,
+        }
+    }
+
+    /// Charges `cost` to `key` and returns when it may pass (in the cells'
+    /// time).
+    fn reserve(&self, key: &Key, cost: Nanos) -> Nanos {
+        let now = self.cells.now();
+        let reserved: Result<Nanos, Infallible> = self.cells.measure_and_replace(key, |tat| {
+            let next = tat.map_or(now, |tat| tat.max(now)) + cost;
+            Ok((next, next))
+        });
+        let Ok(next) = reserved;
+        next.saturating_sub(self.burst)
+    }
+
+    /// Forgets keys whose state is no different from a fresh key's, by
+    /// governor's rule (`governor::RateLimiter::retain_recent`).
+    fn sweep(&self) {
+        self.cells
+            .retain(self.cells.now().saturating_sub(self.cell));
+    }
+}
+
+/// Gives back a shaped piece if the call waiting for it is dropped.
+struct Reservation<'a, C: Clock> {
+    cells: &'a Cells<C>,
+    /// The keys charged and not yet passed.
+    keys: &'a [Key],
+    cost: Nanos,
+}
+
+impl<C: Clock> Drop for Reservation<'_, C> {
+    fn drop(&mut self) {
+        for key in self.keys {
+            self.cells.refund(key, self.cost);
+        }
+    }
+}
+
+/// governor's concurrent map of per-key GCRA states, with what the cap needs.
+struct Cells<C: Clock> {
+    map: DashMapStateStore<Key>,
+    /// The map's length, kept without locking: `DashMap::len` locks every
+    /// shard, too slow to ask per request. Bumped on every insert, reset by
+    /// every sweep; concurrent first uses of one key may count it twice,
+    /// which only brings a sweep forward.
+    estimate: AtomicUsize,
+    clock: C,
+    origin: C::Instant,
+    last_sweep: Mutex<Option<C::Instant>>,
+}
+
+impl<C: Clock> Cells<C> {
+    fn new(clock: C) -> Self {
+        Self {
+            map: DashMapStateStore::default(),
+            estimate: AtomicUsize::new(0),
+            origin: clock.now(),
+            clock,
             last_sweep: Mutex::new(None),
         }
     }
 
-    /// Whether `key` may be charged: it is held already, or there is room
-    /// for it. One atomic load while the map is well under the cap.
-    fn has_room_for(&self, key: &Key) -> bool {
-        self.cells.estimate.load(Ordering::Relaxed) < MAX_KEYS
-            || self.cells.map.contains_key(key)
-            || self.make_room()
+    /// Time since these cells were made, the scale of states kept by
+    /// [`ByteLimit`] (governor keeps its own for requests).
+    fn now(&self) -> Nanos {
+        self.clock.now().duration_since(self.origin)
     }
 
-    /// Whether a new key may be added; at the cap, sweeps idle keys first
-    /// (at most once per [`SWEEP_INTERVAL`], and without shrinking: a map
-    /// at the cap will fill again).
-    fn make_room(&self) -> bool {
-        let len = self.cells.map.len();
+    /// Updates `key`'s state as governor's stores do, adding the key if new.
+    fn measure_and_replace<T, E>(
+        &self,
+        key: &Key,
+        f: impl Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    ) -> Result<T, E> {
+        if let Some(state) = self.map.get(key) {
+            return state.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        self.estimate.fetch_add(1, Ordering::Relaxed);
+        let state = self.map.entry(key.clone()).or_default();
+        state.measure_and_replace(&NotKeyed::NonKey, f)
+    }
+
+    /// Whether `key` may be charged: it is held already, or there is room
+    /// for it (one atomic load while well under the cap). At the cap, runs
+    /// `sweep` first, at most once per [`SWEEP_INTERVAL`], and without
+    /// shrinking the map: a map at the cap will fill again.
+    fn has_room_for(&self, key: &Key, sweep: impl FnOnce()) -> bool {
+        if self.estimate.load(Ordering::Relaxed) < MAX_KEYS || self.map.contains_key(key) {
+            return true;
+        }
+        let len = self.map.len();
         if len < MAX_KEYS {
-            self.cells.estimate.store(len, Ordering::Relaxed);
+            self.estimate.store(len, Ordering::Relaxed);
             return true;
         }
         let guard = match self.last_sweep.try_lock() {
@@ -328,73 +447,56 @@ impl<C: Clock> Limit<C> {
             Err(TryLockError::WouldBlock) => None,
         };
         if let Some(mut last) = guard {
-            let now = self.limiter.clock().now();
+            let now = self.clock.now();
             let interval = Nanos::from(SWEEP_INTERVAL);
             if last.is_none_or(|at| now.duration_since(at) >= interval) {
                 *last = Some(now);
-                self.limiter.retain_recent();
+                sweep();
             }
         }
-        self.cells.map.len() < MAX_KEYS
+        self.map.len() < MAX_KEYS
     }
 
-    fn time_to_idle(&self) -> Duration {
-        self.idle_after.max(SWEEP_INTERVAL)
+    fn retain(&self, drop_below: Nanos) {
+        ShrinkableKeyedStateStore::retain_recent(&self.map, drop_below);
+        self.estimate.store(self.map.len(), Ordering::Relaxed);
     }
 
-    /// Gives back one cell charged to `key`. GCRA charges a cell by moving
-    /// the key's theoretical arrival time one cell later; moving it back is
-    /// exact whatever else happened in between.
-    fn refund(&self, key: &Key) {
-        if let Some(state) = self.cells.map.get(key) {
-            let cell = self.cell;
+    /// Gives back `cost` charged to `key`. GCRA charges by moving the key's
+    /// theoretical arrival time later by the cost; moving it back is exact
+    /// whatever else happened in between.
+    fn refund(&self, key: &Key, cost: Nanos) {
+        if let Some(state) = self.map.get(key) {
             let _: Result<(), ()> = state.measure_and_replace(&NotKeyed::NonKey, |tat| match tat {
-                Some(tat) => Ok(((), tat.saturating_sub(cell))),
+                Some(tat) => Ok(((), tat.saturating_sub(cost))),
                 None => Err(()),
             });
         }
     }
 }
 
-/// governor's concurrent map of per-key states, and an estimate of its
-/// length: `DashMap::len` locks every shard, too slow to ask per request.
-#[derive(Default)]
-struct Cells {
-    map: DashMapStateStore<Key>,
-    /// Bumped on every insert, reset to the map's length by every sweep;
-    /// concurrent first uses of one key may count it twice, which only
-    /// brings a sweep forward.
-    estimate: AtomicUsize,
-}
-
 /// The cells as governor's limiter holds them: it does not lend its store
-/// out, and [`Limit`] needs to look up, refund and count keys.
-struct Shared(Arc<Cells>);
+/// out, and the cap and refunds need it.
+struct Shared<C: Clock>(Arc<Cells<C>>);
 
-impl StateStore for Shared {
+impl<C: Clock> StateStore for Shared<C> {
     type Key = Key;
 
     fn measure_and_replace<T, F, E>(&self, key: &Key, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        if let Some(state) = self.0.map.get(key) {
-            return state.measure_and_replace(&NotKeyed::NonKey, f);
-        }
-        self.0.estimate.fetch_add(1, Ordering::Relaxed);
-        let state = self.0.map.entry(key.clone()).or_default();
-        state.measure_and_replace(&NotKeyed::NonKey, f)
+        self.0.measure_and_replace(key, f)
     }
 }
 
-impl ShrinkableKeyedStateStore<Key> for Shared {
+impl<C: Clock> ShrinkableKeyedStateStore<Key> for Shared<C> {
     fn retain_recent(&self, drop_below: Nanos) {
-        ShrinkableKeyedStateStore::retain_recent(&self.0.map, drop_below);
-        self.0.estimate.store(self.0.map.len(), Ordering::Relaxed);
+        self.0.retain(drop_below);
     }
 
     fn shrink_to_fit(&self) {
-        ShrinkableKeyedStateStore::shrink_to_fit(&self.0.map);
+        self.0.map.shrink_to_fit();
     }
 
     fn len(&self) -> usize {

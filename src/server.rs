@@ -28,9 +28,11 @@ use crate::config::{Config, ConfigErrors};
 use crate::grant::scheduler;
 use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
 use crate::identity::Jurisdiction;
-use crate::metrics::{self, ListenerMetrics};
+use crate::metrics::{
+    self, CertificateMetrics, GrantMetrics, ListenerMetrics, StoreMetrics, TransferMetrics,
+};
 use crate::ratelimit::RateLimiter;
-use crate::review::Review;
+use crate::review::{GrantEnded, Review};
 use crate::store::StoreError;
 use crate::store::sqlite::SqliteStore;
 use crate::tls::{self, ServerTls};
@@ -84,6 +86,12 @@ pub(crate) struct Shared {
     pub tls: watch::Receiver<Arc<ServerTls>>,
     pub registry: prometheus::Registry,
     pub listener_metrics: ListenerMetrics,
+    /// Grant endings by cause, counted from `review.ended`.
+    pub grant_metrics: GrantMetrics,
+    /// Requests and grants in the store, refreshed at each scrape.
+    pub store_metrics: StoreMetrics,
+    /// Certificate expiries of the current TLS snapshot, refreshed at each scrape.
+    pub certificate_metrics: CertificateMetrics,
     pub upstream: proxy::Upstream,
     pub review: Arc<Review>,
     pub movers: Arc<Movers>,
@@ -178,7 +186,13 @@ impl Gateway {
 
         let registry = prometheus::Registry::new();
         metrics::register_build_info(&registry)?;
+        metrics::register_process(&registry)?;
         let listener_metrics = ListenerMetrics::register(&registry)?;
+        let transfer_metrics = TransferMetrics::register(&registry)?;
+        transfer_metrics.known_jurisdictions(config.policies.pairs().map(|p| &p.requester));
+        let grant_metrics = GrantMetrics::register(&registry)?;
+        let store_metrics = StoreMetrics::register(&registry)?;
+        let certificate_metrics = CertificateMetrics::register(&registry)?;
         close_interrupted(&review).await?;
         let limiters = config
             .policies
@@ -193,6 +207,7 @@ impl Gateway {
         let movers = Arc::new(Movers {
             review: review.clone(),
             quotas: Default::default(),
+            metrics: transfer_metrics,
         });
         let (tls_tx, tls_rx) = watch::channel(Arc::new(snapshot));
         let upstream = proxy::Upstream::new(config.timeouts.upstream_connect);
@@ -201,6 +216,9 @@ impl Gateway {
             tls: tls_rx,
             registry,
             listener_metrics,
+            grant_metrics,
+            store_metrics,
+            certificate_metrics,
             upstream,
             review,
             movers,
@@ -249,6 +267,12 @@ impl Gateway {
         let stop_accepting = CancellationToken::new();
         let connections = TaskTracker::new();
         let acceptors = TaskTracker::new();
+        // Subscribed before the scheduler starts, so no ending is missed; it
+        // counts through the drain and stops when `run` returns.
+        let count_endings = tokio::spawn(count_grant_endings(
+            shared.review.ended.subscribe(),
+            shared.grant_metrics.clone(),
+        ));
 
         tracing::info!(listener = "border", addr = %local_addr(&border), "listening");
         acceptors.spawn(conn::accept_loop(
@@ -315,6 +339,27 @@ impl Gateway {
             connections.wait().await;
         } else {
             tracing::info!("drained; all exchanges finished");
+        }
+        count_endings.abort();
+    }
+}
+
+/// Counts grant endings by cause as `review` announces them.
+async fn count_grant_endings(
+    mut ended: tokio::sync::broadcast::Receiver<GrantEnded>,
+    metrics: GrantMetrics,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match ended.recv().await {
+            Ok(ending) => metrics.ended(ending.cause),
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "grant endings not counted in the metrics: too many at once"
+                )
+            }
+            Err(RecvError::Closed) => return,
         }
     }
 }

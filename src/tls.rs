@@ -89,7 +89,8 @@ impl ServerTls {
             let key = format!("trust.{jurisdiction}");
             match trust_anchor(anchor, &key) {
                 Ok(loaded) => {
-                    if let Some(t) = not_after(&loaded.ca) {
+                    // The soonest to expire is the one to watch.
+                    if let Some(t) = loaded.ca.iter().filter_map(not_after).min() {
                         expiries.push((format!("trust.{jurisdiction}.ca"), t));
                     }
                     anchors.push((jurisdiction.clone(), loaded));
@@ -155,21 +156,15 @@ impl ServerTls {
 #[derive(Clone)]
 pub struct LoadedAnchor {
     pub trust_domain: TrustDomain,
-    pub ca: CertificateDer<'static>,
+    /// The CA's certificates: usually one; during a CA rotation the old and
+    /// the new, both trusted for the same trust domain.
+    pub ca: Vec<CertificateDer<'static>>,
     pub crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 fn trust_anchor(anchor: &TrustAnchor, key: &str) -> Result<LoadedAnchor, (String, String)> {
-    let ca = read_certificates(&anchor.ca)
-        .map_err(|e| (format!("{key}.ca"), e))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            (
-                format!("{key}.ca"),
-                format!("{}: no certificate in the file", anchor.ca.display()),
-            )
-        })?;
+    // read_certificates refuses a file without any certificate.
+    let ca = read_certificates(&anchor.ca).map_err(|e| (format!("{key}.ca"), e))?;
     let mut crls = Vec::new();
     for (i, path) in anchor.crls.iter().enumerate() {
         let crl = read_crl(path).map_err(|e| (format!("{key}.crls[{i}]"), e))?;
@@ -386,9 +381,11 @@ fn webpki_verifier(
     anchor: &LoadedAnchor,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
     let mut roots = RootCertStore::empty();
-    roots
-        .add(anchor.ca.clone())
-        .map_err(|e| format!("CA certificate unusable: {e}"))?;
+    for ca in &anchor.ca {
+        roots
+            .add(ca.clone())
+            .map_err(|e| format!("CA certificate unusable: {e}"))?;
+    }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .with_crls(anchor.crls.iter().cloned())
         .build()

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::api::{self, json};
-use super::border::ErrorChain;
+use super::border::Reason;
 use super::{Body, Shared};
 use crate::error::Problem;
 use crate::grant::{Grant, GrantId, GrantState, Quotas};
@@ -42,7 +42,7 @@ pub(super) async fn handle(
         Ok(response) => response,
         Err(problem) => {
             let (status, code, _) = problem.status_code();
-            tracing::info!(listener = "admin", spiffe_id = %peer.spiffe_id, status = status.as_u16(), code, reason = %ErrorChain(&problem), "admin request refused");
+            tracing::info!(listener = "admin", spiffe_id = %peer.spiffe_id, status = status.as_u16(), code, reason = %Reason(&problem), "admin request refused");
             problem.response()
         }
     }

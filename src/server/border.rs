@@ -7,7 +7,9 @@ use serde_json::json;
 
 use super::api::{self, json};
 use super::{Body, Shared, proxy};
+use crate::config::Route;
 use crate::error::Problem;
+use crate::grant::GrantId;
 use crate::identity::PeerIdentity;
 use crate::ratelimit::Key;
 use crate::request::{Request as FiledRequest, RequestBody, RequestId};
@@ -23,18 +25,53 @@ pub(super) async fn handle(
 ) -> Response<Body> {
     match dispatch(shared, peer, request).await {
         Ok(response) => response,
-        Err(problem) => {
+        Err(refusal) => {
+            let Refusal {
+                problem,
+                route,
+                grant_id,
+                counted,
+            } = refusal;
             let (status, code, fault) = problem.status_code();
+            if route.is_some() && !counted {
+                shared.movers.metrics.refused(&peer.jurisdiction, &problem);
+            }
+            // Never the token, the target or the Authorization header: the
+            // route's prefix and the grant id say which transfer it was.
             tracing::info!(
                 listener = "border",
                 spiffe_id = %peer.spiffe_id,
+                jurisdiction = %peer.jurisdiction,
+                route = route.as_deref(),
+                grant_id = grant_id.map(tracing::field::display),
                 status = status.as_u16(),
                 code,
                 ?fault,
-                reason = %ErrorChain(&problem),
+                reason = %Reason(&problem),
                 "request refused"
             );
             problem.response()
+        }
+    }
+}
+
+/// A refusal on the border, with what the log line and the metrics need.
+struct Refusal {
+    problem: Problem,
+    /// The route's prefix, when the path matched one: a refused transfer.
+    route: Option<String>,
+    grant_id: Option<GrantId>,
+    /// Already counted: the transfer was opened, so its close counts it.
+    counted: bool,
+}
+
+impl From<Problem> for Refusal {
+    fn from(problem: Problem) -> Self {
+        Self {
+            problem,
+            route: None,
+            grant_id: None,
+            counted: false,
         }
     }
 }
@@ -43,16 +80,17 @@ async fn dispatch(
     shared: &Shared,
     peer: &PeerIdentity,
     request: Request<Incoming>,
-) -> Result<Response<Body>, Problem> {
+) -> Result<Response<Body>, Refusal> {
     let path = request.uri().path().to_owned();
     if !proxy::is_canonical(&path) {
-        return Err(Problem::BadPath);
+        return Err(Problem::BadPath.into());
     }
     if let Some(segments) = api::segments(&path, "/v1/transfers") {
         return match (request.method(), segments.as_slice()) {
             (&Method::GET, [id, "receipt"]) => receipt(shared, peer, id).await,
             _ => Err(Problem::RouteNotFound),
-        };
+        }
+        .map_err(Refusal::from);
     }
     if path == "/v1/keys" && request.method() == Method::GET {
         return Ok(json(StatusCode::OK, &shared.review.tokens.jwks()));
@@ -63,7 +101,8 @@ async fn dispatch(
             (&Method::GET, [id]) => status(shared, peer, id).await,
             (_, [] | [_]) => Err(Problem::MethodNotAllowed),
             _ => Err(Problem::RouteNotFound),
-        };
+        }
+        .map_err(Refusal::from);
     }
     // Longest prefix wins, so `/v1/data/x/y` can be routed apart from `/v1/data/x`.
     let route = shared
@@ -73,18 +112,62 @@ async fn dispatch(
         .filter(|r| r.strip(&path).is_some())
         .max_by_key(|r| r.prefix.len())
         .ok_or(Problem::RouteNotFound)?;
+    let mut grant_id = None;
+    transfer(shared, peer, request, route, &path, &mut grant_id)
+        .await
+        .map_err(|problem| Refusal {
+            counted: matches!(problem, TransferProblem::Opened(_)),
+            problem: problem.into_inner(),
+            route: Some(route.prefix.clone()),
+            grant_id,
+        })
+}
+
+/// A problem of a transfer, and whether it came after the transfer was
+/// opened (then its close counts and logs it).
+enum TransferProblem {
+    Refused(Problem),
+    Opened(Problem),
+}
+
+impl TransferProblem {
+    fn into_inner(self) -> Problem {
+        match self {
+            Self::Refused(p) | Self::Opened(p) => p,
+        }
+    }
+}
+
+impl From<Problem> for TransferProblem {
+    fn from(problem: Problem) -> Self {
+        Self::Refused(problem)
+    }
+}
+
+/// A transfer on `route`: the checks, the rate limits, the opening in the
+/// store, the upstream call, and the sealed stream.
+async fn transfer(
+    shared: &Shared,
+    peer: &PeerIdentity,
+    request: Request<Incoming>,
+    route: &Route,
+    path: &str,
+    grant_id: &mut Option<GrantId>,
+) -> Result<Response<Body>, TransferProblem> {
     let query = request.uri().query().map(str::to_owned);
     let review = &shared.review;
     let authorized = check::authorize(
         review,
+        &shared.movers.metrics.token_verification,
         peer,
         request.headers(),
         route,
-        &path,
+        path,
         query.as_deref(),
     )
     .await?;
     let grant = authorized.grant;
+    *grant_id = Some(grant.id);
 
     // Rate limits come last: a request refused for any other reason costs nothing.
     let keys = vec![
@@ -113,7 +196,7 @@ async fn dispatch(
         .is_some_and(|max| counter.load(std::sync::atomic::Ordering::Acquire) >= max)
     {
         shared.movers.exhaust(grant.id).await;
-        return Err(Problem::GrantExhausted);
+        return Err(Problem::GrantExhausted.into());
     }
     // Subscribed before opening, so no ending of the grant slips past the stream.
     let ended = review.ended.subscribe();
@@ -126,14 +209,17 @@ async fn dispatch(
         target: authorized.target.clone(),
         started_at: review.now(),
     };
+    let opened = tokio::time::Instant::now();
     let used_bytes = match review.store.open_transfer(&open).await {
         Ok(used) => used,
         Err(StoreError::QuotaExhausted { .. }) => {
             shared.movers.exhaust(grant.id).await;
-            return Err(Problem::GrantExhausted);
+            return Err(Problem::GrantExhausted.into());
         }
-        Err(StoreError::Conflict(_) | StoreError::NotFound) => return Err(Problem::GrantRevoked),
-        Err(e) => return Err(Problem::StoreUnavailable(Box::new(e))),
+        Err(StoreError::Conflict(_) | StoreError::NotFound) => {
+            return Err(Problem::GrantRevoked.into());
+        }
+        Err(e) => return Err(Problem::StoreUnavailable(Box::new(e)).into()),
     };
     let transfer = Transfer {
         id: open.id,
@@ -142,6 +228,7 @@ async fn dispatch(
         category: open.category,
         target: open.target,
         started_at: open.started_at,
+        opened,
     };
 
     let mut request = request;
@@ -167,7 +254,7 @@ async fn dispatch(
         Ok(response) => response,
         Err(problem) => {
             shared.movers.abandon(transfer).await;
-            return Err(problem);
+            return Err(TransferProblem::Opened(problem));
         }
     };
     let (parts, body) = upstream.into_parts();
@@ -275,6 +362,25 @@ fn requester_view(
             "token": g.token,
         })),
     })
+}
+
+/// Why a request was refused, for the log line: the problem and its
+/// sources, except where they may quote what a peer sent (a body's values,
+/// which may be targets; a token's header), which the code names instead.
+pub(super) struct Reason<'a>(pub &'a Problem);
+
+impl std::fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Problem::InvalidJson(_) => {
+                f.write_str("the body is not valid JSON for this endpoint (details withheld)")
+            }
+            Problem::Token(crate::grant::token::TokenError::Algorithm(_)) => {
+                f.write_str("the grant token's algorithm is not accepted")
+            }
+            other => ErrorChain(other).fmt(f),
+        }
+    }
 }
 
 /// An error with its sources, for the log line.

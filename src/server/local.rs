@@ -145,11 +145,7 @@ async fn relay_request(
         Request::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
 
     let unavailable = |e: crate::client::ClientError| Problem::UpstreamUnavailable(Box::new(e));
-    let mut conn = relay
-        .client
-        .connect(peer.border, &peer.server_name)
-        .await
-        .map_err(unavailable)?;
+    let mut conn = connect(&relay.client, &peer).await.map_err(unavailable)?;
     let response = conn.send(outbound).await.map_err(unavailable)?;
     let (mut parts, body) = response.into_parts();
     super::proxy::strip_hop_by_hop(&mut parts.headers);
@@ -181,6 +177,28 @@ async fn relay_request(
     Ok(Response::from_parts(parts, body))
 }
 
+/// Connects to `peer`'s border, resolving its name now.
+async fn connect(
+    client: &BorderClient,
+    peer: &Peer,
+) -> Result<crate::client::Connection, crate::client::ClientError> {
+    let resolve = |source| crate::client::ClientError::Resolve {
+        name: peer.border.clone(),
+        source,
+    };
+    let addr = tokio::net::lookup_host(peer.border.as_str())
+        .await
+        .map_err(resolve)?
+        .next()
+        .ok_or_else(|| {
+            resolve(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no address",
+            ))
+        })?;
+    client.connect(addr, &peer.server_name).await
+}
+
 /// Fetches and checks the receipt of a relayed transfer.
 async fn verify(
     relay: Arc<Relay>,
@@ -193,7 +211,7 @@ async fn verify(
 ) {
     let checked = async {
         let issuer = crate::fetch::token_issuer(&token)?;
-        let mut conn = relay.client.connect(peer.border, &peer.server_name).await?;
+        let mut conn = connect(&relay.client, &peer).await?;
         let receipt = crate::fetch::receipt(&mut conn, &transfer, &token, &issuer).await?;
         if receipt.ciphertext_sha256 != sha256 || receipt.ciphertext_bytes != bytes {
             return Err(crate::fetch::FetchError::Mismatch {

@@ -13,17 +13,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Body, Shared, full};
 use crate::error::Problem;
+use crate::grant::GrantState;
 use crate::metrics;
 
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     super::serve_plain(listener, "ops", stop, move |request| {
-        let response = handle(&shared, request);
-        async move { response }
+        let shared = shared.clone();
+        async move { handle(&shared, request).await }
     })
     .await;
 }
 
-fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
     if request.method() != Method::GET {
         return Problem::RouteNotFound.response();
     }
@@ -45,6 +46,7 @@ fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
             }
         }
         "/metrics" => {
+            refresh(shared).await;
             let mut response = text(StatusCode::OK, metrics::render(&shared.registry));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -53,6 +55,27 @@ fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
             response
         }
         _ => Problem::RouteNotFound.response(),
+    }
+}
+
+/// Sets the gauges read from the store and the TLS snapshot: one read of
+/// each per scrape, so a hot reload or a decision shows at the next one.
+async fn refresh(shared: &Shared) {
+    let expiries = shared.tls.borrow().expiries.clone();
+    shared.certificate_metrics.set(&expiries);
+    let store = &shared.review.store;
+    match (
+        store.requests(None).await,
+        store.grants(Some(GrantState::Active)).await,
+    ) {
+        (Ok(requests), Ok(grants)) => {
+            shared
+                .store_metrics
+                .set(&requests, grants.len(), shared.review.now());
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the store for the metrics; serving the last values")
+        }
     }
 }
 

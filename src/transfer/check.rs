@@ -11,6 +11,7 @@
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
+use prometheus::Histogram;
 
 use crate::clock::Timestamp;
 use crate::config::Route;
@@ -29,9 +30,11 @@ pub struct Authorized {
     pub period: Period,
 }
 
-/// Checks `peer`'s request for `path` (with `query`) on `route`.
+/// Checks `peer`'s request for `path` (with `query`) on `route`; the token's
+/// verification is timed into `verify_seconds`.
 pub async fn authorize(
     review: &Review,
+    verify_seconds: &Histogram,
     peer: &PeerIdentity,
     headers: &HeaderMap,
     route: &Route,
@@ -40,7 +43,10 @@ pub async fn authorize(
 ) -> Result<Authorized, Problem> {
     let token = bearer(headers).ok_or(Problem::TokenMissing)?;
     let now = review.now();
-    let claims = review.tokens.verify(token, &peer.thumbprint, now)?;
+    let timer = verify_seconds.start_timer();
+    let claims = review.tokens.verify(token, &peer.thumbprint, now);
+    timer.observe_duration();
+    let claims = claims?;
     if claims.sub != peer.spiffe_id.as_str() {
         return Err(TokenError::NotBound.into());
     }

@@ -25,6 +25,7 @@ use super::receipt::{Incomplete, Receipt, TransferId};
 use super::seal::{Digests, Sealer};
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId};
+use crate::metrics::{CODE_OK, TransferMetrics};
 use crate::ratelimit::{Key, RateLimiter};
 use crate::review::{GrantEnded, Review};
 use crate::server::{Body, BoxError};
@@ -37,6 +38,8 @@ pub struct Transfer {
     pub category: String,
     pub target: String,
     pub started_at: Timestamp,
+    /// When it was opened, on tokio's monotonic clock: its duration's start.
+    pub opened: tokio::time::Instant,
 }
 
 /// Everything a transfer needs to start streaming.
@@ -57,6 +60,7 @@ pub struct Start {
 pub struct Movers {
     pub review: Arc<Review>,
     pub quotas: ByteQuotas,
+    pub metrics: TransferMetrics,
 }
 
 /// How a transfer ended.
@@ -208,8 +212,8 @@ impl Movers {
         }
     }
 
-    /// Signs the receipt, closes the transfer in the store, and ends an
-    /// exhausted grant.
+    /// Signs the receipt, closes the transfer in the store, counts it, writes
+    /// its access line, and ends an exhausted grant.
     async fn close(&self, transfer: Transfer, end: End, digests: Digests) {
         let review = &self.review;
         let incomplete = match end {
@@ -248,20 +252,30 @@ impl Movers {
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        match closed {
-            Ok(()) => tracing::info!(
-                transfer_id = %receipt.transfer_id,
-                grant_id = %receipt.grant_id,
-                complete = receipt.complete,
-                incomplete = ?receipt.incomplete,
-                plaintext_bytes = receipt.plaintext_bytes,
-                ciphertext_bytes = receipt.ciphertext_bytes,
-                "transfer closed"
-            ),
-            Err(e) => {
-                tracing::error!(transfer_id = %receipt.transfer_id, error = %e, "cannot close the transfer")
-            }
+        if let Err(e) = closed {
+            tracing::error!(transfer_id = %receipt.transfer_id, error = %e, "cannot close the transfer");
         }
+        let duration = transfer.opened.elapsed();
+        let jurisdiction = &transfer.grant.grantee_jurisdiction;
+        self.metrics.closed(
+            jurisdiction,
+            receipt.incomplete,
+            receipt.plaintext_bytes,
+            receipt.ciphertext_bytes,
+            duration,
+        );
+        // The access line: one per transfer. Never the target, the token or the receipt's JWS.
+        tracing::info!(
+            transfer_id = %receipt.transfer_id,
+            peer = %transfer.grant.grantee,
+            jurisdiction = %jurisdiction,
+            grant_id = %receipt.grant_id,
+            code = receipt.incomplete.map_or(CODE_OK, Incomplete::as_str),
+            plaintext_bytes = receipt.plaintext_bytes,
+            ciphertext_bytes = receipt.ciphertext_bytes,
+            duration_ms = duration.as_millis() as u64,
+            "transfer closed"
+        );
         match end {
             End::Exhausted => self.exhaust(transfer.grant.id).await,
             // The grant is over: its counter is no longer needed.
