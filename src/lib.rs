@@ -77,3 +77,5 @@ pub mod store;
 pub mod tls;
 pub mod transfer;
 pub mod upstream_example;
+
+pub mod audit;

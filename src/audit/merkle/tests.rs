@@ -1,0 +1,514 @@
+use std::cell::Cell;
+
+use proptest::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use super::*;
+
+/// The CT reference vectors, vendored from transparency-dev/merkle
+/// (see tests/data/README.md).
+const VECTORS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/ct_merkle_vectors.json"
+));
+
+#[derive(serde::Deserialize)]
+struct Vectors {
+    leaves: Vec<String>,
+    roots: Vec<String>,
+    inclusion: Vec<InclusionVector>,
+    consistency: Vec<ConsistencyVector>,
+}
+
+#[derive(serde::Deserialize)]
+struct InclusionVector {
+    index: u64,
+    size: u64,
+    proof: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ConsistencyVector {
+    old: u64,
+    new: u64,
+    proof: Vec<String>,
+}
+
+fn vectors() -> Vectors {
+    serde_json::from_str(VECTORS).expect("vendored vectors parse")
+}
+
+fn h(text: &str) -> Hash {
+    hex::decode(text)
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes")
+}
+
+fn hs(texts: &[String]) -> Vec<Hash> {
+    texts.iter().map(|t| h(t)).collect()
+}
+
+fn entries(v: &Vectors) -> Vec<Vec<u8>> {
+    v.leaves
+        .iter()
+        .map(|t| hex::decode(t).expect("hex"))
+        .collect()
+}
+
+/// A second implementation, written straight from the definitions of RFC 9162
+/// §2.1 over the entries themselves (recursion on slices, its own hashing), to
+/// check the optimised code against something that shares none of it.
+mod naive {
+    use super::*;
+
+    fn sha(parts: &[&[u8]]) -> Hash {
+        let mut all = Vec::new();
+        for p in parts {
+            all.extend_from_slice(p);
+        }
+        Sha256::digest(&all).into()
+    }
+
+    fn k(n: usize) -> usize {
+        let mut k = 1;
+        while k * 2 < n {
+            k *= 2;
+        }
+        k
+    }
+
+    pub fn mth(d: &[Vec<u8>]) -> Hash {
+        match d.len() {
+            0 => sha(&[]),
+            1 => sha(&[&[0], &d[0]]),
+            n => {
+                let k = k(n);
+                sha(&[&[1], &mth(&d[..k]), &mth(&d[k..])])
+            }
+        }
+    }
+
+    pub fn path(m: usize, d: &[Vec<u8>]) -> Vec<Hash> {
+        let n = d.len();
+        if n == 1 {
+            return vec![];
+        }
+        let k = k(n);
+        if m < k {
+            let mut p = path(m, &d[..k]);
+            p.push(mth(&d[k..]));
+            p
+        } else {
+            let mut p = path(m - k, &d[k..]);
+            p.push(mth(&d[..k]));
+            p
+        }
+    }
+
+    pub fn proof(m: usize, d: &[Vec<u8>]) -> Vec<Hash> {
+        if m == 0 || m == d.len() {
+            vec![]
+        } else {
+            subproof(m, d, true)
+        }
+    }
+
+    fn subproof(m: usize, d: &[Vec<u8>], b: bool) -> Vec<Hash> {
+        let n = d.len();
+        if m == n {
+            return if b { vec![] } else { vec![mth(d)] };
+        }
+        let k = k(n);
+        if m <= k {
+            let mut p = subproof(m, &d[..k], b);
+            p.push(mth(&d[k..]));
+            p
+        } else {
+            let mut p = subproof(m - k, &d[k..], false);
+            p.push(mth(&d[..k]));
+            p
+        }
+    }
+}
+
+fn tree_of(entries: &[Vec<u8>]) -> MemoryTree {
+    let mut tree = MemoryTree::new();
+    for e in entries {
+        tree.append(leaf_hash(e));
+    }
+    tree
+}
+
+fn test_entries(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("entry {i}").into_bytes()).collect()
+}
+
+#[test]
+fn roots_match_the_ct_reference_vectors() {
+    let v = vectors();
+    let entries = entries(&v);
+    let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(e)).collect();
+    let tree = tree_of(&entries);
+    assert_eq!(v.roots.len(), 9);
+    for (size, expected) in v.roots.iter().enumerate() {
+        let expected = h(expected);
+        assert_eq!(root(&leaves[..size]), expected, "slice root at size {size}");
+        assert_eq!(
+            root_at(&tree, size as u64),
+            Ok(expected),
+            "tree root at size {size}"
+        );
+        assert_eq!(
+            naive::mth(&entries[..size]),
+            expected,
+            "naive root at size {size}"
+        );
+    }
+    assert_eq!(tree.root(), h(&v.roots[8]));
+    assert_eq!(empty_root(), h(&v.roots[0]));
+}
+
+#[test]
+fn inclusion_proofs_match_the_ct_reference_vectors() {
+    let v = vectors();
+    let entries = entries(&v);
+    let tree = tree_of(&entries);
+    for case in &v.inclusion {
+        let expected = hs(&case.proof);
+        let got = inclusion_proof_at(&tree, case.index, case.size).expect("in range");
+        assert_eq!(got, expected, "proof of {} in {}", case.index, case.size);
+        let size = case.size as usize;
+        assert_eq!(naive::path(case.index as usize, &entries[..size]), expected);
+        let leaf = leaf_hash(&entries[case.index as usize]);
+        let root = h(&v.roots[size]);
+        assert_eq!(
+            verify_inclusion(case.index, case.size, &leaf, &expected, &root),
+            Ok(())
+        );
+    }
+}
+
+#[test]
+fn consistency_proofs_match_the_ct_reference_vectors() {
+    let v = vectors();
+    let entries = entries(&v);
+    let tree = tree_of(&entries);
+    for case in &v.consistency {
+        let expected = hs(&case.proof);
+        let got = consistency_proof_at(&tree, case.old, case.new).expect("in range");
+        assert_eq!(got, expected, "proof {} -> {}", case.old, case.new);
+        assert_eq!(
+            naive::proof(case.old as usize, &entries[..case.new as usize]),
+            expected
+        );
+        let (old_root, new_root) = (
+            h(&v.roots[case.old as usize]),
+            h(&v.roots[case.new as usize]),
+        );
+        assert_eq!(
+            verify_consistency(case.old, case.new, &old_root, &new_root, &expected),
+            Ok(())
+        );
+    }
+}
+
+#[test]
+fn optimised_code_agrees_with_the_naive_definitions_up_to_70_leaves() {
+    let entries = test_entries(70);
+    let tree = tree_of(&entries);
+    for n in 0..=entries.len() {
+        let root = naive::mth(&entries[..n]);
+        assert_eq!(root_at(&tree, n as u64), Ok(root), "root at {n}");
+        for m in 0..n {
+            assert_eq!(
+                inclusion_proof_at(&tree, m as u64, n as u64),
+                Ok(naive::path(m, &entries[..n]))
+            );
+        }
+        for m in 0..=n {
+            assert_eq!(
+                consistency_proof_at(&tree, m as u64, n as u64),
+                Ok(naive::proof(m, &entries[..n])),
+                "consistency {m} -> {n}"
+            );
+        }
+    }
+}
+
+#[test]
+fn slices_and_memory_trees_agree() {
+    let entries = test_entries(37);
+    let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(e)).collect();
+    let tree = tree_of(&entries);
+    assert_eq!(root(&leaves[..]), tree.root());
+    assert_eq!(inclusion_proof(&leaves[..], 17), inclusion_proof(&tree, 17));
+    assert_eq!(
+        consistency_proof(&leaves[..], 13),
+        consistency_proof(&tree, 13)
+    );
+}
+
+#[test]
+fn out_of_range_requests_are_errors_not_panics() {
+    let tree = tree_of(&test_entries(5));
+    assert_eq!(
+        inclusion_proof(&tree, 5),
+        Err(ProofError::OutOfRange { index: 5, size: 5 })
+    );
+    assert_eq!(
+        inclusion_proof_at(&tree, 0, 6),
+        Err(ProofError::OutOfRange { index: 6, size: 5 })
+    );
+    assert_eq!(
+        consistency_proof_at(&tree, 4, 3),
+        Err(ProofError::OutOfRange { index: 4, size: 3 })
+    );
+    assert_eq!(
+        root_at(&tree, 6),
+        Err(ProofError::OutOfRange { index: 6, size: 5 })
+    );
+    let empty = MemoryTree::new();
+    assert_eq!(empty.root(), empty_root());
+    assert_eq!(
+        inclusion_proof(&empty, 0),
+        Err(ProofError::OutOfRange { index: 0, size: 0 })
+    );
+}
+
+#[test]
+fn trivial_consistency_cases() {
+    let tree = tree_of(&test_entries(5));
+    let r = tree.root();
+    let e = empty_root();
+    assert_eq!(verify_consistency(5, 5, &r, &r, &[]), Ok(()));
+    assert_eq!(
+        verify_consistency(5, 5, &e, &r, &[]),
+        Err(ProofError::Mismatch)
+    );
+    assert_eq!(
+        verify_consistency(5, 5, &r, &r, &[r]),
+        Err(ProofError::WrongLength)
+    );
+    assert_eq!(verify_consistency(0, 5, &e, &r, &[]), Ok(()));
+    assert_eq!(
+        verify_consistency(0, 5, &r, &r, &[]),
+        Err(ProofError::Mismatch)
+    );
+    assert_eq!(
+        verify_consistency(6, 5, &r, &r, &[]),
+        Err(ProofError::OutOfRange { index: 6, size: 5 })
+    );
+    assert_eq!(
+        verify_consistency(3, 5, &e, &r, &[]),
+        Err(ProofError::WrongLength)
+    );
+}
+
+#[test]
+fn tampered_reference_proofs_are_refused() {
+    // After transparency-dev/merkle's corruptInclusionProof /
+    // corruptConsistencyProof: every mutation of a good proof must fail.
+    let v = vectors();
+    let entries = entries(&v);
+    let some = h("abacaba000000000000000000000000000000000000000000060061e00123456");
+    for case in v.inclusion.iter().filter(|c| !c.proof.is_empty()) {
+        let (i, n, proof) = (case.index, case.size, hs(&case.proof));
+        let leaf = leaf_hash(&entries[i as usize]);
+        let root = h(&v.roots[n as usize]);
+        let mut bad: Vec<(u64, u64, Hash, Vec<Hash>, Hash)> = vec![
+            (i.wrapping_sub(1), n, leaf, proof.clone(), root),
+            (i + 1, n, leaf, proof.clone(), root),
+            (i ^ 2, n, leaf, proof.clone(), root),
+            (i, n * 2, leaf, proof.clone(), root),
+            (i, n / 2, leaf, proof.clone(), root),
+            (i, n, leaf_hash(b"WrongLeaf"), proof.clone(), root),
+            (i, n, leaf, proof.clone(), empty_root()),
+            (i, n, leaf, proof.clone(), some),
+            (i, n, leaf, [proof.clone(), vec![root]].concat(), root),
+            (i, n, leaf, [vec![root], proof.clone()].concat(), root),
+            (i, n, leaf, proof[..proof.len() - 1].to_vec(), root),
+        ];
+        for k in 0..proof.len() {
+            let mut p = proof.clone();
+            p[k][0] ^= 8;
+            bad.push((i, n, leaf, p, root));
+        }
+        for (i2, n2, leaf2, p2, root2) in bad {
+            if (i2, n2, leaf2, &p2, root2) == (i, n, leaf, &proof, root) {
+                continue;
+            }
+            assert!(
+                verify_inclusion(i2, n2, &leaf2, &p2, &root2).is_err(),
+                "inclusion {i}/{n} accepted a tampered probe ({i2}/{n2})"
+            );
+        }
+    }
+    for case in v.consistency.iter().filter(|c| !c.proof.is_empty()) {
+        let (m, n, proof) = (case.old, case.new, hs(&case.proof));
+        let (r1, r2) = (h(&v.roots[m as usize]), h(&v.roots[n as usize]));
+        let mut bad: Vec<(u64, u64, Hash, Hash, Vec<Hash>)> = vec![
+            (m - 1, n, r1, r2, proof.clone()),
+            (m + 1, n, r1, r2, proof.clone()),
+            (m ^ 2, n, r1, r2, proof.clone()),
+            (m, n * 2, r1, r2, proof.clone()),
+            (m, n / 2, r1, r2, proof.clone()),
+            (m, n, some, r2, proof.clone()),
+            (m, n, r1, some, proof.clone()),
+            (m, n, r2, r1, proof.clone()),
+            (m, n, r1, r2, vec![]),
+            (m, n, r1, r2, [proof.clone(), vec![r1]].concat()),
+            (m, n, r1, r2, [proof.clone(), vec![r2]].concat()),
+            (m, n, r1, r2, [vec![r1], proof.clone()].concat()),
+            (m, n, r1, r2, [vec![r2], proof.clone()].concat()),
+            (m, n, r1, r2, [vec![proof[0]], proof.clone()].concat()),
+            (m, n, r1, r2, proof[..proof.len() - 1].to_vec()),
+        ];
+        for k in 0..proof.len() {
+            let mut p = proof.clone();
+            p[k][0] ^= 16;
+            bad.push((m, n, r1, r2, p));
+        }
+        for (m2, n2, a, b, p2) in bad {
+            assert!(
+                verify_consistency(m2, n2, &a, &b, &p2).is_err(),
+                "consistency {m}->{n} accepted a tampered probe ({m2}->{n2})"
+            );
+        }
+    }
+}
+
+/// Counts how many subtree hashes a proof reads from its source.
+struct Counting<'a> {
+    tree: &'a MemoryTree,
+    reads: Cell<u64>,
+}
+
+impl HashSource for Counting<'_> {
+    fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    fn leaf(&self, index: u64) -> Hash {
+        self.subtree(index, 0)
+    }
+
+    fn subtree(&self, start: u64, level: u32) -> Hash {
+        self.reads.set(self.reads.get() + 1);
+        self.tree.subtree(start, level)
+    }
+}
+
+#[test]
+fn proofs_read_a_logarithmic_number_of_subtrees() {
+    const N: u64 = 100_003;
+    let mut tree = MemoryTree::new();
+    for i in 0..N {
+        tree.append(leaf_hash(&i.to_be_bytes()));
+    }
+    let counting = Counting {
+        tree: &tree,
+        reads: Cell::new(0),
+    };
+    // ceil(log2 N) = 17; a proof holds at most that many nodes and each
+    // ragged node costs at most that many reads once per proof.
+    let bound = 2 * 17 + 2;
+    for index in [0, 1, N / 2, 65_535, 65_536, N - 2, N - 1] {
+        counting.reads.set(0);
+        inclusion_proof(&counting, index).expect("in range");
+        assert!(
+            counting.reads.get() <= bound,
+            "inclusion {index}: {} reads",
+            counting.reads.get()
+        );
+    }
+    for old in [1, 2, 3, 1000, 65_536, 65_537, N - 1] {
+        counting.reads.set(0);
+        consistency_proof(&counting, old).expect("in range");
+        assert!(
+            counting.reads.get() <= bound,
+            "consistency {old}: {} reads",
+            counting.reads.get()
+        );
+    }
+    counting.reads.set(0);
+    root(&counting);
+    assert!(counting.reads.get() <= 17);
+}
+
+fn leaves_of(n: u64, seed: u64) -> Vec<Hash> {
+    (0..n)
+        .map(|i| leaf_hash(&[seed.to_be_bytes(), i.to_be_bytes()].concat()))
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn inclusion_verifies_and_binds_index_and_leaf(size in 1u64..=300, pick in any::<u64>(), seed in any::<u64>()) {
+        let leaves = leaves_of(size, seed);
+        let index = pick % size;
+        let root = root(&leaves[..]);
+        let proof = inclusion_proof(&leaves[..], index).expect("in range");
+        let leaf = leaves[index as usize];
+        prop_assert_eq!(verify_inclusion(index, size, &leaf, &proof, &root), Ok(()));
+        prop_assert!(verify_inclusion(index, size, &leaf_hash(b"not in the log"), &proof, &root).is_err());
+        for wrong in [index.wrapping_add(1), index.wrapping_sub(1), index ^ 1, index ^ 2] {
+            if wrong != index {
+                prop_assert!(verify_inclusion(wrong, size, &leaf, &proof, &root).is_err());
+            }
+        }
+        if size > 1 {
+            let other = (index + 1) % size;
+            prop_assert!(verify_inclusion(index, size, &leaves[other as usize], &proof, &root).is_err());
+        }
+    }
+
+    #[test]
+    fn every_index_of_a_tree_verifies(size in 1u64..=300, seed in any::<u64>()) {
+        let mut tree = MemoryTree::new();
+        for leaf in leaves_of(size, seed) {
+            tree.append(leaf);
+        }
+        let root = tree.root();
+        for index in 0..size {
+            let proof = inclusion_proof(&tree, index).expect("in range");
+            prop_assert_eq!(verify_inclusion(index, size, &tree.leaf(index), &proof, &root), Ok(()));
+        }
+    }
+
+    #[test]
+    fn consistency_verifies_and_detects_a_fork(new in 1u64..=300, pick in any::<u64>(), changed in any::<u64>(), seed in any::<u64>()) {
+        let leaves = leaves_of(new, seed);
+        let old = pick % (new + 1);
+        let new_root = root(&leaves[..]);
+        let old_root = root(&leaves[..old as usize]);
+        let proof = consistency_proof(&leaves[..], old).expect("in range");
+        prop_assert_eq!(verify_consistency(old, new, &old_root, &new_root, &proof), Ok(()));
+        if old > 0 {
+            // The log forked: one leaf of the old tree was rewritten.
+            let mut forked = leaves[..old as usize].to_vec();
+            forked[(changed % old) as usize][0] ^= 1;
+            let forked_root = root(&forked[..]);
+            prop_assert!(verify_consistency(old, new, &forked_root, &new_root, &proof).is_err());
+            // ...and the new tree built on the fork is not consistent with the old one either.
+            let mut forked_new = leaves.clone();
+            forked_new[(changed % old) as usize][0] ^= 1;
+            let forked_proof = consistency_proof(&forked_new[..], old).expect("in range");
+            prop_assert!(verify_consistency(old, new, &old_root, &root(&forked_new[..]), &forked_proof).is_err());
+        }
+    }
+
+    #[test]
+    fn consistency_holds_for_all_old_sizes(new in 1u64..=300, seed in any::<u64>()) {
+        let mut tree = MemoryTree::new();
+        for leaf in leaves_of(new, seed) {
+            tree.append(leaf);
+        }
+        let new_root = tree.root();
+        for old in 0..=new {
+            let old_root = root_at(&tree, old).expect("in range");
+            let proof = consistency_proof(&tree, old).expect("in range");
+            prop_assert_eq!(verify_consistency(old, new, &old_root, &new_root, &proof), Ok(()));
+        }
+    }
+}
