@@ -111,6 +111,8 @@ pub struct Gateway {
     admin: Option<TcpListener>,
     ops: Option<TcpListener>,
     local: Option<(TcpListener, Arc<local::Relay>)>,
+    /// Installed at bind, before any listener is announced.
+    hangup: Option<tokio::signal::unix::Signal>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +235,7 @@ impl Gateway {
             admin,
             ops,
             local,
+            hangup: tls::reload::listen_for_hangup(),
         })
     }
 
@@ -263,6 +266,7 @@ impl Gateway {
             admin,
             ops,
             local,
+            hangup,
         } = self;
         let stop_accepting = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -311,6 +315,7 @@ impl Gateway {
         acceptors.spawn(tls::reload::run(
             shared.config.clone(),
             tls_tx,
+            hangup,
             stop_accepting.clone(),
         ));
 

@@ -240,7 +240,7 @@ async fn walk_through(args: DemoArgs) -> anyhow::Result<()> {
         println!("  admin   https://{}  (mTLS; ee/admin.pem)", show(admin));
         println!("  ops     http://{}/metrics", show(ops));
         println!("  upstream http://{upstream}");
-        super::shutdown_signal().await;
+        super::ShutdownSignal::install()?.received().await;
     }
     stop.cancel();
     running.await.context("gateway task")?;

@@ -15,10 +15,13 @@ pub struct ExampleUpstreamArgs {
 
 pub fn run(args: ExampleUpstreamArgs) -> anyhow::Result<()> {
     super::runtime()?.block_on(async {
+        let shutdown = super::ShutdownSignal::install()?;
         let stop = CancellationToken::new();
         let addr = upstream_example::spawn(args.listen, stop.clone()).await?;
-        println!("example upstream on http://{addr}: GET /subscriber/{{target}}, GET /bytes/{{n}}, POST /echo");
-        super::shutdown_signal().await;
+        println!(
+            "example upstream on http://{addr}: GET /subscriber/{{target}}, GET /content/{{target}}?bytes=N, POST /content/{{target}}"
+        );
+        shutdown.received().await;
         stop.cancel();
         Ok(())
     })

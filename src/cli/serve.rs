@@ -16,8 +16,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Bad configuration exits here, before any port is bound.
     let config = Config::load(&args.config)?;
     super::runtime()?.block_on(async {
+        let shutdown = super::ShutdownSignal::install()?;
         let gateway = Gateway::bind(config).await?;
-        gateway.run(super::shutdown_signal()).await;
+        gateway.run(shutdown.received()).await;
         Ok(())
     })
 }

@@ -10,25 +10,33 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::ServerTls;
 use crate::config::{Config, ConfigErrors};
 
-/// Polls the TLS files of `config` and publishes each good new snapshot on `tx`.
-pub async fn run(
-    config: Arc<Config>,
-    tx: watch::Sender<Arc<ServerTls>>,
-    shutdown: CancellationToken,
-) {
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+/// Installs the SIGHUP handler. Call it before the gateway announces itself:
+/// a SIGHUP that arrives before a handler exists terminates the process.
+pub fn listen_for_hangup() -> Option<Signal> {
+    match signal(SignalKind::hangup()) {
         Ok(signal) => Some(signal),
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading on the interval only");
             None
         }
-    };
+    }
+}
+
+/// Polls the TLS files of `config` and publishes each good new snapshot on
+/// `tx`; reloads at once on `hangup`.
+pub async fn run(
+    config: Arc<Config>,
+    tx: watch::Sender<Arc<ServerTls>>,
+    mut hangup: Option<Signal>,
+    shutdown: CancellationToken,
+) {
     let mut seen = fingerprint(&config);
     let mut interval = tokio::time::interval(config.reload_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
