@@ -160,8 +160,18 @@ async fn connection(stream: TcpStream, remote: SocketAddr, kind: Listener, share
                 served.as_mut().graceful_shutdown();
             }
             _ = shared.closing.cancelled() => break,
-            _ = watchdog.tick(), if !draining => {
-                if activity.idle_for() >= idle {
+            _ = watchdog.tick() => {
+                if activity.quiet_for() < idle {
+                    continue;
+                }
+                if activity.in_flight() {
+                    // An exchange with no byte moving either way for the whole
+                    // idle period is stalled (a slow POST, a client that stopped
+                    // reading): a graceful close would wait on it for ever.
+                    tracing::warn!(listener = kind.name(), peer = %remote, reason = "no bytes moved for the idle timeout with an exchange in flight", "closing stalled connection");
+                    break;
+                }
+                if !draining {
                     tracing::debug!(listener = kind.name(), peer = %remote, "closing idle connection");
                     draining = true;
                     served.as_mut().graceful_shutdown();
@@ -228,13 +238,14 @@ impl Activity {
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// How long the connection has been idle: zero while an exchange is in flight.
-    fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Duration::ZERO;
-        }
+    /// How long no byte has moved either way.
+    fn quiet_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         self.start.elapsed().saturating_sub(last)
+    }
+
+    fn in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
     }
 }
 

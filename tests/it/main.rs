@@ -8,6 +8,7 @@ mod border;
 mod cli_admin;
 mod deploy;
 mod durability;
+mod hostile;
 mod metrics;
 mod pki;
 mod prometheus;

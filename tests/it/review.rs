@@ -656,7 +656,10 @@ async fn a_grant_expires_at_its_sunset() {
     let ended_at =
         xborder::clock::Timestamp::parse(grant["ending"]["at"].as_str().unwrap()).unwrap();
     // Never early; how promptly is the paused-time unit tests' business.
-    assert!(ended_at >= expires_at, "ended at {ended_at}, due {expires_at}");
+    assert!(
+        ended_at >= expires_at,
+        "ended at {ended_at}, due {expires_at}"
+    );
     // The token's `exp` is the sunset, so the token itself is refused first.
     assert_eq!(
         pull(&world, gateway.border, &police, &token, "subscriber").await,
