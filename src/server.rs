@@ -212,7 +212,7 @@ impl Gateway {
             metrics: transfer_metrics,
         });
         let (tls_tx, tls_rx) = watch::channel(Arc::new(snapshot));
-        let upstream = proxy::Upstream::new(config.timeouts.upstream_connect);
+        let upstream = proxy::Upstream::new(config.timeouts.upstream_connect, config.timeouts.idle);
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             tls: tls_rx,

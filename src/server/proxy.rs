@@ -47,18 +47,27 @@ const RESPONSE_ALLOW_LIST: [HeaderName; 4] = [
 ];
 const GATEWAY_HEADER_PREFIX: &str = "x-xborder-";
 
+/// Idle connections kept per upstream after a burst.
+const MAX_IDLE_PER_UPSTREAM: usize = 32;
+
 /// A pooled HTTP client for the local upstreams.
 pub(crate) struct Upstream {
     client: Client<HttpConnector, Incoming>,
 }
 
 impl Upstream {
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// A client whose idle pooled connections close after `idle` (the
+    /// gateway's `timeouts.idle`) and number at most [`MAX_IDLE_PER_UPSTREAM`].
+    pub fn new(connect_timeout: Duration, idle: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Without a timer hyper-util never reaps idle connections: a
+            // burst of transfers would leave one socket each behind for good.
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(idle)
+            .pool_max_idle_per_host(MAX_IDLE_PER_UPSTREAM)
             .build(connector);
         Self { client }
     }

@@ -9,6 +9,7 @@ mod cli_admin;
 mod deploy;
 mod durability;
 mod hostile;
+mod load;
 mod metrics;
 mod pki;
 mod prometheus;
