@@ -204,3 +204,42 @@ fn roles_and_policies_are_typed_and_every_bad_key_named() {
         ]
     );
 }
+
+#[test]
+fn the_local_listener_is_loopback_only_and_needs_our_client_identity() {
+    let text = GOOD.replace(
+        "ops = \"127.0.0.1:9090\"",
+        "ops = \"127.0.0.1:9090\"\nlocal = \"0.0.0.0:8081\"",
+    );
+    let mut keys = keys(load(&text).unwrap_err());
+    keys.sort();
+    assert_eq!(keys, vec!["identity.client_certificate", "listeners.local"]);
+
+    let text = GOOD
+        .replace(
+            "ops = \"127.0.0.1:9090\"",
+            "ops = \"127.0.0.1:9090\"\nlocal = \"127.0.0.1:8081\"",
+        )
+        .replace(
+            "key = \"gateway-key.pem\"",
+            "key = \"gateway-key.pem\"\nclient_certificate = \"c.pem\"\nclient_key = \"k.pem\"",
+        );
+    let config = load(&text).unwrap();
+    assert_eq!(
+        config.listeners.local,
+        Some("127.0.0.1:8081".parse().unwrap())
+    );
+}
+
+#[test]
+fn peers_are_host_and_port_resolved_later() {
+    let text = format!(
+        "{GOOD}\n[peers.FI]\nborder = \"gateway.fi.example:8443\"\n\n[peers.LV]\nborder = \"no-port\"\n"
+    );
+    assert_eq!(keys(load(&text).unwrap_err()), vec!["peers.LV.border"]);
+    let text = format!("{GOOD}\n[peers.FI]\nborder = \"gateway.fi.example:8443\"\n");
+    let config = load(&text).unwrap();
+    let fi: Jurisdiction = "FI".parse().unwrap();
+    assert_eq!(config.peers[&fi].border, "gateway.fi.example:8443");
+    assert_eq!(config.peers[&fi].server_name, "gateway.fi.example");
+}
