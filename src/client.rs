@@ -209,3 +209,16 @@ pub fn get(uri: http::Uri) -> Request<Body> {
     *request.uri_mut() = uri;
     request
 }
+
+/// A GET presenting a grant token as `Authorization: Bearer <token>`. A token
+/// that cannot be a header value is left out (the gateway answers
+/// `token_missing`).
+pub fn bearer_get(uri: http::Uri, token: &str) -> Request<Body> {
+    let mut request = get(uri);
+    if let Ok(value) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, value);
+    }
+    request
+}

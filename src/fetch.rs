@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
-use http::{Method, Request, StatusCode};
+use http::StatusCode;
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 
@@ -81,8 +81,7 @@ pub async fn fetch(
     out: &Path,
 ) -> Result<Fetched, FetchError> {
     let issuer = token_issuer(token)?;
-    path.parse::<http::Uri>()
-        .map_err(|_| FetchError::Path(path.to_owned()))?;
+    let target = uri(path)?;
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
@@ -92,7 +91,7 @@ pub async fn fetch(
         source,
     };
 
-    let response = conn.send(authorized(Method::GET, path, token)).await?;
+    let response = conn.send(client::bearer_get(target, token)).await?;
     if !response.status().is_success() {
         let (parts, body) = client::collect(response).await?;
         return Err(refusal(parts.status, &body));
@@ -219,24 +218,11 @@ async fn get_json(
     token: &str,
 ) -> Result<(StatusCode, serde_json::Value), FetchError> {
     let (parts, body) =
-        client::collect(conn.send(authorized(Method::GET, path, token)).await?).await?;
+        client::collect(conn.send(client::bearer_get(uri(path)?, token)).await?).await?;
     Ok((
         parts.status,
         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     ))
-}
-
-fn authorized(method: Method, path: &str, token: &str) -> Request<crate::server::Body> {
-    let mut request = Request::new(crate::server::full(bytes::Bytes::new()));
-    *request.method_mut() = method;
-    // Paths are checked by `fetch` or built here from parts we know to be valid.
-    *request.uri_mut() = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request
-            .headers_mut()
-            .insert(http::header::AUTHORIZATION, value);
-    }
-    request
 }
 
 fn refusal(status: StatusCode, body: &[u8]) -> FetchError {
@@ -246,6 +232,10 @@ fn refusal(status: StatusCode, body: &[u8]) -> FetchError {
         code: problem["code"].as_str().unwrap_or("unknown").to_owned(),
         title: problem["title"].as_str().unwrap_or("").to_owned(),
     }
+}
+
+fn uri(path: &str) -> Result<http::Uri, FetchError> {
+    path.parse().map_err(|_| FetchError::Path(path.to_owned()))
 }
 
 /// The `iss` of a grant token: who must have signed the receipt.

@@ -234,10 +234,7 @@ async fn sigterm_during_a_64_mib_transfer_lets_it_finish_and_exits_zero() {
     let client = world.client(Some(&police));
     let mut conn = client.connect(border, "localhost").await.unwrap();
     let path = format!("/v1/data/content/+3725550123?bytes={total}");
-    let mut request = xborder::client::get(path.parse().unwrap());
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let request = xborder::client::bearer_get(path.parse().unwrap(), &token);
     let response = conn.send(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();

@@ -72,10 +72,8 @@ async fn identity_headers_a_peer_sends_are_replaced_by_the_verified_ones() {
     .await;
     let client = world.client(Some(&police));
     let mut conn = client.connect(gateway.border, "localhost").await.unwrap();
-    let mut request = xborder::client::get("/v1/data/subscriber/+3725550123".parse().unwrap());
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut request =
+        xborder::client::bearer_get("/v1/data/subscriber/+3725550123".parse().unwrap(), &token);
     request.headers_mut().insert(
         "x-xborder-peer",
         "spiffe://ee.xborder.test/admin/operator".parse().unwrap(),
@@ -122,10 +120,7 @@ async fn a_64_mib_body_streams_both_ways_intact() {
     let h1 = world.client_alpn(Some(&police), &[b"http/1.1"]);
     let mut conn = h1.connect(gateway.border, "localhost").await.unwrap();
     let path = format!("/v1/data/content/+3725550123?bytes={total}");
-    let mut request = xborder::client::get(path.parse().unwrap());
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let request = xborder::client::bearer_get(path.parse().unwrap(), &token);
     let response = conn.send(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (received, hash) = drain(response.into_body()).await;

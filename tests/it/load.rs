@@ -130,10 +130,7 @@ async fn transfer(
     sample: bool,
 ) -> Outcome {
     let started = Instant::now();
-    let mut request = xborder::client::get(path.parse().unwrap());
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let request = xborder::client::bearer_get(path.parse().unwrap(), token);
     let response = match conn.send(request).await {
         Ok(response) => response,
         Err(e) => return Outcome::Failed(format!("send: {e}")),

@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::json;
 
 use crate::support::*;
@@ -21,25 +20,7 @@ async fn pull(
     token: Option<&str>,
     path: &str,
 ) -> (StatusCode, Vec<u8>) {
-    let mut conn = world
-        .client(Some(cert))
-        .connect(border, "localhost")
-        .await
-        .unwrap();
-    let mut request = xborder::client::get(path.parse().unwrap());
-    if let Some(token) = token {
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    let response = conn.send(request).await.unwrap();
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes().to_vec())
-        .unwrap_or_default();
+    let (status, _, body) = pull_raw(world, border, cert, token, path).await;
     (status, body)
 }
 

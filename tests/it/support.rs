@@ -479,10 +479,7 @@ pub async fn get_with(
     path: &str,
     token: &str,
 ) -> Result<(StatusCode, Bytes), ClientError> {
-    let mut request = client::get(path.parse().unwrap());
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let request = client::bearer_get(path.parse().unwrap(), token);
     let response = conn.send(request).await?;
     let (parts, body) = client::collect(response).await?;
     Ok((parts.status, body))
@@ -490,3 +487,35 @@ pub async fn get_with(
 
 /// A path that any verified peer may GET: an unknown request, answered 404.
 pub const PING: &str = "/v1/requests/00000000-0000-4000-8000-000000000000";
+
+/// GET `path` on a fresh connection as `cert`, with `token` if any; the
+/// status, the transfer id the gateway named, and the raw body.
+pub async fn pull_raw(
+    world: &World,
+    border: SocketAddr,
+    cert: &Issued,
+    token: Option<&str>,
+    path: &str,
+) -> (StatusCode, Option<String>, Vec<u8>) {
+    let mut conn = world
+        .client(Some(cert))
+        .connect(border, "localhost")
+        .await
+        .unwrap();
+    let uri = path.parse().unwrap();
+    let request = match token {
+        Some(token) => client::bearer_get(uri, token),
+        None => client::get(uri),
+    };
+    let response = conn.send(request).await.unwrap();
+    let status = response.status();
+    let transfer = response
+        .headers()
+        .get("x-xborder-transfer")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    (status, transfer, body)
+}

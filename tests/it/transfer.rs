@@ -20,38 +20,6 @@ fn pattern(n: u64) -> Vec<u8> {
     (0..n).map(pattern_byte).collect()
 }
 
-/// GET `path` with `token`; the status, the headers' transfer id, and the raw body.
-async fn pull_raw(
-    world: &World,
-    border: std::net::SocketAddr,
-    cert: &xborder::pki::Issued,
-    token: &str,
-    path: &str,
-) -> (StatusCode, Option<String>, Vec<u8>) {
-    let mut conn = world
-        .client(Some(cert))
-        .connect(border, "localhost")
-        .await
-        .unwrap();
-    let mut request = xborder::client::get(path.parse().unwrap());
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let response = conn.send(request).await.unwrap();
-    let status = response.status();
-    let transfer = response
-        .headers()
-        .get("x-xborder-transfer")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes().to_vec())
-        .unwrap_or_default();
-    (status, transfer, body)
-}
-
 /// The receipt of `transfer` once it is written.
 async fn receipt(
     world: &World,
@@ -81,7 +49,8 @@ async fn the_age_cli_opens_what_the_gateway_sealed_and_fetch_verifies_the_receip
     let path = "/v1/data/content/+3725550123?bytes=300001";
 
     // The real `age` CLI decrypts the gateway's output.
-    let (status, transfer, sealed) = pull_raw(&world, gateway.border, &police, &token, path).await;
+    let (status, transfer, sealed) =
+        pull_raw(&world, gateway.border, &police, Some(&token), path).await;
     assert_eq!(status, StatusCode::OK);
     world.write("fi/identity.txt", &format!("{IDENTITY}\n"));
     std::fs::write(world.path("fi/sealed.age"), &sealed).unwrap();
@@ -205,7 +174,7 @@ async fn the_transfer_that_reaches_the_byte_quota_is_cut_exactly_at_it() {
         &world,
         gateway.border,
         &police,
-        &token,
+        Some(&token),
         "/v1/data/content/+3725550123?bytes=1000000",
     )
     .await;
@@ -241,7 +210,7 @@ async fn the_transfer_that_reaches_the_byte_quota_is_cut_exactly_at_it() {
         &world,
         gateway.border,
         &police,
-        &token,
+        Some(&token),
         "/v1/data/content/+3725550123?bytes=10",
     )
     .await;
@@ -270,13 +239,13 @@ async fn the_transfer_quota_counts_transfers() {
     let path = "/v1/data/subscriber/+3725550123";
     for _ in 0..2 {
         assert_eq!(
-            pull_raw(&world, gateway.border, &police, &token, path)
+            pull_raw(&world, gateway.border, &police, Some(&token), path)
                 .await
                 .0,
             StatusCode::OK
         );
     }
-    let (status, _, body) = pull_raw(&world, gateway.border, &police, &token, path).await;
+    let (status, _, body) = pull_raw(&world, gateway.border, &police, Some(&token), path).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
         serde_json::from_slice::<Value>(&body).unwrap()["code"],
@@ -307,14 +276,12 @@ async fn revocation_cuts_a_stream_and_its_receipt_says_so() {
         .connect(gateway.border, "localhost")
         .await
         .unwrap();
-    let mut request = xborder::client::get(
+    let request = xborder::client::bearer_get(
         format!("/v1/data/content/+3725550123?bytes={total}")
             .parse()
             .unwrap(),
+        &token,
     );
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let response = conn.send(request).await.unwrap();
     let transfer = response.headers()["x-xborder-transfer"]
         .to_str()
@@ -378,14 +345,12 @@ async fn a_client_that_disconnects_mid_stream_leaves_the_gateway_healthy() {
             .connect(gateway.border, "localhost")
             .await
             .unwrap();
-        let mut request = xborder::client::get(
+        let request = xborder::client::bearer_get(
             "/v1/data/content/+3725550123?bytes=268435456"
                 .parse()
                 .unwrap(),
+            &token,
         );
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
         let response = conn.send(request).await.unwrap();
         let transfer = response.headers()["x-xborder-transfer"]
             .to_str()
@@ -409,7 +374,7 @@ async fn a_client_that_disconnects_mid_stream_leaves_the_gateway_healthy() {
         &world,
         gateway.border,
         &police,
-        &token,
+        Some(&token),
         "/v1/data/content/+3725550123?bytes=1000",
     )
     .await;
@@ -444,10 +409,8 @@ async fn a_burst_beyond_the_pairs_rate_is_refused_with_retry_after() {
     let mut conn = client.connect(gateway.border, "localhost").await.unwrap();
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        let mut request = xborder::client::get("/v1/data/subscriber/+3725550123".parse().unwrap());
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let request =
+            xborder::client::bearer_get("/v1/data/subscriber/+3725550123".parse().unwrap(), &token);
         let response = conn.send(request).await.unwrap();
         let status = response.status();
         let retry_after = response
@@ -502,14 +465,12 @@ async fn a_1_gib_transfer_streams_in_bounded_memory() {
         .connect(border, "localhost")
         .await
         .unwrap();
-    let mut request = xborder::client::get(
+    let request = xborder::client::bearer_get(
         format!("/v1/data/content/+3725550123?bytes={GIB}")
             .parse()
             .unwrap(),
+        &token,
     );
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let response = conn.send(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
