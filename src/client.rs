@@ -166,11 +166,6 @@ impl Connection {
         self.server_certificate.as_ref()
     }
 
-    /// Whether the connection has ended (closed by either side or failed).
-    pub fn is_closed(&self) -> bool {
-        self.ended.borrow().is_some()
-    }
-
     /// Waits until the connection ends; returns why.
     pub async fn closed(&mut self) -> String {
         match self.ended.wait_for(Option::is_some).await {

@@ -305,19 +305,6 @@ impl Review {
         Ok(ended)
     }
 
-    /// Findings a request would get, without filing it (`policy explain`).
-    pub fn explain(
-        &self,
-        requester: &Jurisdiction,
-        body: RequestBody,
-    ) -> Result<Vec<Finding>, ReviewError> {
-        let scope = body.validate().map_err(ReviewError::Invalid)?;
-        Ok(self
-            .policies
-            .evaluate(&self.holder, requester, &scope, self.clock.now())
-            .findings)
-    }
-
     /// Whether the pair's policy still allows `grant` to be used.
     pub fn still_allowed(&self, grant: &Grant) -> Result<(), Vec<Finding>> {
         let evaluation = self.policies.evaluate(

@@ -615,27 +615,15 @@ async fn a_grant_expires_at_its_sunset() {
     let world = World::new();
     let gateway = Running::start(&world).await;
     let police = world.fi_police();
-    let (_, filed) = file(
+    let (token, grant_id) = grant_with(
         &world,
         gateway.border,
-        &police,
-        &request_body(&["subscriber"], "normal"),
-    )
-    .await;
-    let id = filed["id"].as_str().unwrap();
-    let (_, answer) = approve(
-        &world,
         gateway.admin,
-        "alice",
-        id,
+        &police,
+        &["subscriber"],
         json!({ "lifetime": "2s" }),
     )
     .await;
-    let grant_id = answer["grant"]["id"].as_str().unwrap().to_owned();
-    let token = token_of(&world, gateway.border, &police, id).await["grant"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     assert_eq!(
         pull(&world, gateway.border, &police, &token, "subscriber")
             .await
