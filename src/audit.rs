@@ -7,4 +7,5 @@
 //! module is pure: [`merkle`] runs over any [`merkle::HashSource`].
 
 pub mod checkpoint;
+pub mod entry;
 pub mod merkle;

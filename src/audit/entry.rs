@@ -1,0 +1,488 @@
+//! What one audit entry says, and its exact bytes.
+//!
+//! An [`Entry`] is one decision or lifecycle event ([`Event`]) with its place
+//! in the log: its `index`, when it happened, and `prev`, the root of the
+//! tree of every entry before it. `prev` ties each entry to the whole history
+//! it was appended to, so a verifier that finds the log and an entry
+//! disagreeing can name the first entry that was changed, removed or moved
+//! (see `audit::verify`).
+//!
+//! The leaf hashed into the Merkle tree is exactly the bytes of
+//! [`Entry::to_bytes`] (one line of compact JSON), and those bytes are stored
+//! and exported as they are: nobody ever re-serialises an entry to check it.
+//!
+//! Entries hold ids, codes, hashes and identities of peers and reviewers.
+//! Targets (subject identifiers) are pseudonymised with
+//! [`Pseudonymiser`] and free-text reasons are hashed, so the log can be
+//! published to an oversight body without naming anybody it concerns.
+
+use std::fmt;
+use std::path::Path;
+
+use hmac::{Hmac, Mac as _};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::merkle::Hash;
+use crate::clock::Timestamp;
+use crate::grant::{Cause, Grant, GrantId};
+use crate::policy::Finding;
+use crate::request::{Request, RequestId};
+use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
+
+/// The version of the entry format; verifiers refuse other versions.
+pub const FORMAT: u32 = 1;
+
+/// One audit entry: an [`Event`] at its place in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// The format version, [`FORMAT`].
+    pub v: u32,
+    /// Its leaf index in the log, from 0.
+    pub index: u64,
+    pub at: Timestamp,
+    /// Lowercase hex of the root of the log's first `index` entries (the
+    /// empty-tree root for entry 0).
+    pub prev: String,
+    pub event: Event,
+}
+
+impl Entry {
+    /// The entry's bytes in the log: compact JSON, no trailing newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an entry always serialises")
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    pub fn prev_root(&self) -> Option<Hash> {
+        hex::decode(&self.prev).ok()?.try_into().ok()
+    }
+}
+
+/// A pseudonym: lowercase hex of HMAC-SHA-256 under the gateway's
+/// pseudonym key. The same value always gives the same pseudonym, so an
+/// auditor can count and link entries about one subject without learning who
+/// it is; without the key nobody can test a guess.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Pseudonym(pub String);
+
+impl fmt::Display for Pseudonym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Keyed hashing of subject identifiers. The key is at least 32 bytes, read
+/// from a file as hex.
+#[derive(Clone)]
+pub struct Pseudonymiser {
+    key: Vec<u8>,
+}
+
+/// The key file is unreadable or not 32 or more bytes of hex.
+#[derive(Debug, thiserror::Error)]
+pub enum PseudonymKeyError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: the pseudonym key must be hex of at least 32 bytes (64 hex digits)")]
+    Malformed { path: String },
+}
+
+impl Pseudonymiser {
+    pub const MIN_KEY_LEN: usize = 32;
+
+    /// `None` when the key is shorter than [`Self::MIN_KEY_LEN`].
+    pub fn new(key: Vec<u8>) -> Option<Self> {
+        (key.len() >= Self::MIN_KEY_LEN).then_some(Self { key })
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, PseudonymKeyError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PseudonymKeyError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        hex::decode(text.trim())
+            .ok()
+            .and_then(Self::new)
+            .ok_or(PseudonymKeyError::Malformed { path: shown })
+    }
+
+    /// The pseudonym of a subject identifier (a target).
+    pub fn target(&self, value: &str) -> Pseudonym {
+        // Domain-separated, so a pseudonym of one kind of value can never be
+        // mistaken for another's should more kinds be added.
+        self.mac(b"xborder-target\0", value.as_bytes())
+    }
+
+    fn mac(&self, domain: &[u8], value: &[u8]) -> Pseudonym {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(domain);
+        mac.update(value);
+        Pseudonym(hex::encode(mac.finalize().into_bytes()))
+    }
+}
+
+impl fmt::Debug for Pseudonymiser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pseudonymiser(..)")
+    }
+}
+
+/// Lowercase hex SHA-256 of a free text (a reason), so the log proves what
+/// was written without publishing it.
+pub fn text_hash(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Every kind of event the log records. The variant is the entry's `kind`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// A request was filed; `state` is `pending` or `refused` (by policy).
+    RequestFiled {
+        request: RequestId,
+        requester: String,
+        /// The requester's jurisdiction.
+        jurisdiction: String,
+        /// Ours, the data holder's.
+        holder: String,
+        categories: Vec<String>,
+        targets: Vec<Pseudonym>,
+        urgency: String,
+        state: String,
+        /// The response deadline policy set.
+        deadline: Timestamp,
+        /// The hash of the policy version that decided it.
+        policy: String,
+    },
+    /// One policy rule's verdict on a filed request.
+    Finding {
+        request: RequestId,
+        rule: String,
+        verdict: String,
+        policy: String,
+    },
+    /// An approver approved; `approvals` of `required` distinct ones so far.
+    Approval {
+        request: RequestId,
+        by: String,
+        approvals: u64,
+        required: u64,
+        policy: String,
+    },
+    RequestDenied {
+        request: RequestId,
+        by: String,
+        reason_sha256: String,
+    },
+    GrantIssued {
+        grant: GrantId,
+        request: RequestId,
+        grantee: String,
+        jurisdiction: String,
+        categories: Vec<String>,
+        approvers: Vec<String>,
+        expires_at: Timestamp,
+        validation_due: Option<Timestamp>,
+        max_bytes: Option<u64>,
+        max_transfers: Option<u64>,
+        /// The hash of the policy version the final approval was taken under.
+        policy: String,
+    },
+    /// A second approver validated an emergency grant.
+    GrantValidated { grant: GrantId, by: String },
+    /// A grant ended: expired, exhausted, validation missed or revoked.
+    GrantEnded {
+        grant: GrantId,
+        cause: String,
+        /// `None` when the gateway ended it on its own (a sunset, a quota).
+        by: Option<String>,
+        reason_sha256: Option<String>,
+    },
+    /// A transfer passed every check and opened.
+    TransferAllowed {
+        transfer: TransferId,
+        grant: GrantId,
+        grantee: String,
+        category: String,
+        target: Pseudonym,
+    },
+    /// A transfer was refused, with the problem's stable code.
+    TransferDenied {
+        peer: String,
+        jurisdiction: String,
+        code: String,
+        grant: Option<GrantId>,
+        category: Option<String>,
+        target: Option<Pseudonym>,
+    },
+    /// A transfer ended, with what crossed (see its receipt).
+    TransferCompleted {
+        transfer: TransferId,
+        grant: GrantId,
+        complete: bool,
+        incomplete: Option<String>,
+        plaintext_sha256: String,
+        ciphertext_sha256: String,
+        plaintext_bytes: u64,
+        ciphertext_bytes: u64,
+        encrypted: bool,
+    },
+    /// The gateway started serving with this configuration.
+    GatewayStarted {
+        /// SHA-256 of the configuration file.
+        config_sha256: String,
+        policy: String,
+        /// The `kid` of the token and receipt signing key.
+        token_key: String,
+        /// The audit log's verifier key (C2SP vkey).
+        audit_key: String,
+        /// SHA-256 of the serving certificate (x5t#S256).
+        certificate: String,
+    },
+    /// The TLS identity or trust anchors were reloaded (a key rotation).
+    TlsReloaded {
+        certificate: String,
+        trust_sha256: String,
+    },
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RequestFiled { .. } => "request_filed",
+            Self::Finding { .. } => "finding",
+            Self::Approval { .. } => "approval",
+            Self::RequestDenied { .. } => "request_denied",
+            Self::GrantIssued { .. } => "grant_issued",
+            Self::GrantValidated { .. } => "grant_validated",
+            Self::GrantEnded { .. } => "grant_ended",
+            Self::TransferAllowed { .. } => "transfer_allowed",
+            Self::TransferDenied { .. } => "transfer_denied",
+            Self::TransferCompleted { .. } => "transfer_completed",
+            Self::GatewayStarted { .. } => "gateway_started",
+            Self::TlsReloaded { .. } => "tls_reloaded",
+        }
+    }
+
+    /// The request filed, followed by one entry per finding.
+    pub fn request_filed(request: &Request, names: &Pseudonymiser) -> Vec<Event> {
+        let mut events = vec![Event::RequestFiled {
+            request: request.id,
+            requester: request.requester.to_string(),
+            jurisdiction: request.requester_jurisdiction.to_string(),
+            holder: request.holder.to_string(),
+            categories: request
+                .scope
+                .categories
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            targets: request
+                .scope
+                .targets
+                .iter()
+                .map(|t| names.target(t))
+                .collect(),
+            urgency: request.scope.urgency.as_str().to_owned(),
+            state: request.state.as_str().to_owned(),
+            deadline: request.deadline,
+            policy: request.policy_hash.clone(),
+        }];
+        events.extend(request.findings.iter().map(|f: &Finding| Event::Finding {
+            request: request.id,
+            rule: f.rule.clone(),
+            verdict: f.verdict.as_str().to_owned(),
+            policy: request.policy_hash.clone(),
+        }));
+        events
+    }
+
+    pub fn grant_issued(grant: &Grant, policy: &str) -> Event {
+        Event::GrantIssued {
+            grant: grant.id,
+            request: grant.request_id,
+            grantee: grant.grantee.to_string(),
+            jurisdiction: grant.grantee_jurisdiction.to_string(),
+            categories: grant
+                .scope
+                .categories
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            approvers: grant.approvers.iter().map(ToString::to_string).collect(),
+            expires_at: grant.expires_at,
+            validation_due: grant.validation_due,
+            max_bytes: grant.quotas.max_bytes,
+            max_transfers: grant.quotas.max_transfers,
+            policy: policy.to_owned(),
+        }
+    }
+
+    pub fn grant_ended(
+        grant: GrantId,
+        cause: Cause,
+        by: Option<&str>,
+        reason: Option<&str>,
+    ) -> Event {
+        Event::GrantEnded {
+            grant,
+            cause: cause.as_str().to_owned(),
+            by: by.map(str::to_owned),
+            reason_sha256: reason.map(text_hash),
+        }
+    }
+
+    pub fn transfer_allowed(open: &TransferOpen, names: &Pseudonymiser) -> Event {
+        Event::TransferAllowed {
+            transfer: open.id,
+            grant: open.grant_id,
+            grantee: open.grantee.clone(),
+            category: open.category.clone(),
+            target: names.target(&open.target),
+        }
+    }
+
+    pub fn transfer_completed(receipt: &Receipt) -> Event {
+        Event::TransferCompleted {
+            transfer: receipt.transfer_id,
+            grant: receipt.grant_id,
+            complete: receipt.complete,
+            incomplete: receipt.incomplete.map(|i| i.as_str().to_owned()),
+            plaintext_sha256: receipt.plaintext_sha256.clone(),
+            ciphertext_sha256: receipt.ciphertext_sha256.clone(),
+            plaintext_bytes: receipt.plaintext_bytes,
+            ciphertext_bytes: receipt.ciphertext_bytes,
+            encrypted: receipt.encrypted,
+        }
+    }
+
+    /// The grant this event concerns, if any.
+    pub fn grant(&self) -> Option<GrantId> {
+        match self {
+            Self::GrantIssued { grant, .. }
+            | Self::GrantValidated { grant, .. }
+            | Self::GrantEnded { grant, .. }
+            | Self::TransferAllowed { grant, .. }
+            | Self::TransferCompleted { grant, .. } => Some(*grant),
+            Self::TransferDenied { grant, .. } => *grant,
+            _ => None,
+        }
+    }
+
+    /// The request this event concerns, if any.
+    pub fn request(&self) -> Option<RequestId> {
+        match self {
+            Self::RequestFiled { request, .. }
+            | Self::Finding { request, .. }
+            | Self::Approval { request, .. }
+            | Self::RequestDenied { request, .. }
+            | Self::GrantIssued { request, .. } => Some(*request),
+            _ => None,
+        }
+    }
+
+    /// The transfer this event concerns, if any.
+    pub fn transfer(&self) -> Option<TransferId> {
+        match self {
+            Self::TransferAllowed { transfer, .. } | Self::TransferCompleted { transfer, .. } => {
+                Some(*transfer)
+            }
+            _ => None,
+        }
+    }
+
+    /// The identities this event names: the peer it concerns and whoever acted.
+    pub fn identities(&self) -> Vec<&str> {
+        match self {
+            Self::RequestFiled { requester, .. } => vec![requester],
+            Self::Approval { by, .. }
+            | Self::RequestDenied { by, .. }
+            | Self::GrantValidated { by, .. } => vec![by],
+            Self::GrantIssued {
+                grantee, approvers, ..
+            } => std::iter::once(grantee.as_str())
+                .chain(approvers.iter().map(String::as_str))
+                .collect(),
+            Self::GrantEnded { by, .. } => by.iter().map(String::as_str).collect(),
+            Self::TransferAllowed { grantee, .. } => vec![grantee],
+            Self::TransferDenied { peer, .. } => vec![peer],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The event's code: a denial's problem code, an ending's cause, a
+    /// finding's verdict, an incomplete transfer's cause, a filing's state.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::RequestFiled { state, .. } => Some(state),
+            Self::Finding { verdict, .. } => Some(verdict),
+            Self::GrantEnded { cause, .. } => Some(cause),
+            Self::TransferDenied { code, .. } => Some(code),
+            Self::TransferCompleted { incomplete, .. } => incomplete.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_are_keyed_and_stable() {
+        let a = Pseudonymiser::new(vec![1; 32]).unwrap();
+        let b = Pseudonymiser::new(vec![2; 32]).unwrap();
+        assert_eq!(a.target("+372 5555 0101"), a.target("+372 5555 0101"));
+        assert_ne!(a.target("+372 5555 0101"), a.target("+372 5555 0102"));
+        assert_ne!(a.target("+372 5555 0101"), b.target("+372 5555 0101"));
+        assert!(!a.target("+372 5555 0101").0.contains("5555"));
+        assert_eq!(a.target("x").0.len(), 64);
+    }
+
+    #[test]
+    fn short_or_malformed_keys_are_refused() {
+        assert!(Pseudonymiser::new(vec![0; 31]).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        std::fs::write(&path, "abcd").unwrap();
+        let e = Pseudonymiser::from_file(&path).unwrap_err();
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
+        std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
+        assert!(Pseudonymiser::from_file(&path).is_ok());
+    }
+
+    #[test]
+    fn entry_bytes_round_trip_and_carry_the_kind() {
+        let entry = Entry {
+            v: FORMAT,
+            index: 3,
+            at: Timestamp::from_unix_ms(1_700_000_000_000),
+            prev: hex::encode([7u8; 32]),
+            event: Event::GrantEnded {
+                grant: GrantId::new(),
+                cause: "manual".into(),
+                by: Some("spiffe://ee.example/reviewer/anna".into()),
+                reason_sha256: Some(text_hash("incident 42")),
+            },
+        };
+        let bytes = entry.to_bytes();
+        assert!(!bytes.contains(&b'\n'));
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains(r#""kind":"grant_ended""#), "{text}");
+        assert!(!text.contains("incident 42"));
+        assert_eq!(Entry::parse(&bytes).unwrap(), entry);
+        assert_eq!(entry.prev_root(), Some([7u8; 32]));
+    }
+}
