@@ -312,6 +312,9 @@ impl Bench {
         write("ee/gateway-key.pem", &gateway_cert.key_pem());
         TokenKeys::generate_file(&dir.path().join("ee/token-key.pem"))
             .expect("a token signing key");
+        TokenKeys::generate_file(&dir.path().join("ee/audit-key.pem"))
+            .expect("an audit signing key");
+        write("ee/audit-pseudonym.key", &"ab".repeat(32));
 
         let stop = CancellationToken::new();
         let upstream = upstream_example::spawn(loopback(), stop.clone())
@@ -601,6 +604,10 @@ shutdown_grace = "5s"
 
 [tokens]
 signing_key = "token-key.pem"
+
+[audit]
+signing_key = "audit-key.pem"
+pseudonym_key = "audit-pseudonym.key"
 
 [admin.identities]
 "spiffe://ee.xborder.test/admin/alice" = ["approver"]

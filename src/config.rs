@@ -39,6 +39,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Grant token keys and claims.
     pub tokens: TokenFiles,
+    /// The audit log's keys and origin.
+    pub audit: AuditFiles,
+    /// How transparency reports are published.
+    pub reports: ReportSettings,
     /// Policy per jurisdiction pair.
     pub policies: Policies,
     /// Foreign gateways the `local` listener relays to, by jurisdiction.
@@ -56,6 +60,37 @@ pub struct TokenFiles {
     pub audience: String,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
+}
+
+/// The audit log's keys and name.
+#[derive(Clone, Debug)]
+pub struct AuditFiles {
+    /// Ed25519 private key (PKCS#8 PEM) that signs tree heads (checkpoints).
+    pub signing_key: PathBuf,
+    /// Hex of at least 32 random bytes: the HMAC key that pseudonymises
+    /// targets in audit entries.
+    pub pseudonym_key: PathBuf,
+    /// The log's name in its checkpoints and the signing key's name;
+    /// defaults to `<our trust domain>/audit`.
+    pub origin: String,
+}
+
+/// Defaults of published transparency reports.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReportSettings {
+    /// Counts below this (and above zero) are suppressed; 0 or 1: none are.
+    pub k_anonymity: u64,
+    /// Laplace noise of scale 1/epsilon on each count; `None`: no noise.
+    pub epsilon: Option<f64>,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        Self {
+            k_anonymity: 5,
+            epsilon: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -318,6 +353,8 @@ impl Validator<'_> {
             .and_then(|j| trust.get(j))
             .map(|a| a.trust_domain.clone());
         let tokens = self.tokens(raw.tokens, own_domain.as_ref(), jurisdiction.is_some());
+        let audit = self.audit(raw.audit, own_domain.as_ref(), jurisdiction.is_some());
+        let reports = self.reports(raw.reports);
         let policies = self.policies(raw.policy);
         let peers = self.peers(raw.peers);
         if listeners.as_ref().is_some_and(|l| l.local.is_some())
@@ -350,6 +387,8 @@ impl Validator<'_> {
             admins,
             routes,
             tokens: tokens?,
+            audit: audit?,
+            reports,
             policies,
             peers,
         })
@@ -433,6 +472,74 @@ impl Validator<'_> {
             issuer,
             leeway: leeway?,
         })
+    }
+
+    fn audit(
+        &mut self,
+        raw: Option<raw::Audit>,
+        own_domain: Option<&TrustDomain>,
+        jurisdiction_known: bool,
+    ) -> Option<AuditFiles> {
+        let Some(raw) = raw else {
+            self.errors.push(
+                "audit",
+                "missing: add [audit] with `signing_key` (Ed25519, signs tree heads) and \
+                 `pseudonym_key` (hex HMAC key that pseudonymises targets)",
+            );
+            return None;
+        };
+        let origin = match (raw.origin, own_domain) {
+            (Some(origin), _) => origin,
+            (None, Some(domain)) => format!("{domain}/audit"),
+            (None, None) => {
+                if jurisdiction_known {
+                    self.errors.push(
+                        "audit.origin",
+                        "cannot default without a trust anchor for our own jurisdiction",
+                    );
+                }
+                return None;
+            }
+        };
+        // A checkpoint's origin is its first line and the key's name: no
+        // spaces, no '+', no control characters (C2SP signed-note).
+        if origin.is_empty()
+            || origin
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '+')
+        {
+            self.errors.push(
+                "audit.origin",
+                format!("`{origin}` must be non-empty, without spaces, '+' or control characters"),
+            );
+            return None;
+        }
+        Some(AuditFiles {
+            signing_key: self.path(&raw.signing_key),
+            pseudonym_key: self.path(&raw.pseudonym_key),
+            origin,
+        })
+    }
+
+    fn reports(&mut self, raw: Option<raw::Reports>) -> ReportSettings {
+        let mut settings = ReportSettings::default();
+        let Some(raw) = raw else {
+            return settings;
+        };
+        if let Some(k) = raw.k_anonymity {
+            settings.k_anonymity = k;
+        }
+        if let Some(epsilon) = raw.epsilon {
+            if epsilon.is_finite() && epsilon > 0.0 {
+                settings.epsilon = Some(epsilon);
+            } else {
+                self.errors.push(
+                    "reports.epsilon",
+                    format!("{epsilon} is not a positive number (leave it out for no noise)"),
+                );
+            }
+        }
+        settings
     }
 
     fn policies(&mut self, raw: BTreeMap<String, BTreeMap<String, RawPairPolicy>>) -> Policies {

@@ -82,6 +82,10 @@ pub enum Problem {
     TransferNotFound,
     #[error("the pair's policy no longer allows this grant")]
     PolicyWithdrawn,
+    #[error("the query parameter `{0}` is missing or invalid: {1}")]
+    InvalidQuery(&'static str, String),
+    #[error("{index} is out of range for the audit log's {size} entries")]
+    AuditOutOfRange { index: u64, size: u64 },
     #[error("the upstream service is unreachable")]
     UpstreamUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the gateway cannot reach its store")]
@@ -143,6 +147,10 @@ impl Problem {
             Self::TransferOpen => (StatusCode::CONFLICT, "transfer_open", Downstream),
             Self::TransferNotFound => (StatusCode::NOT_FOUND, "transfer_not_found", Downstream),
             Self::PolicyWithdrawn => (StatusCode::FORBIDDEN, "policy_withdrawn", Downstream),
+            Self::InvalidQuery(..) => (StatusCode::BAD_REQUEST, "invalid_query", Downstream),
+            Self::AuditOutOfRange { .. } => {
+                (StatusCode::NOT_FOUND, "audit_out_of_range", Downstream)
+            }
             Self::UpstreamUnavailable(_) => {
                 (StatusCode::BAD_GATEWAY, "upstream_unavailable", Upstream)
             }
@@ -174,6 +182,7 @@ impl Problem {
                 ]
             }
             Self::Token(e) => vec![("detail", json!(e.to_string()))],
+            Self::AuditOutOfRange { size, .. } => vec![("size", json!(size))],
             _ => Vec::new(),
         }
     }

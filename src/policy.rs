@@ -175,6 +175,14 @@ impl Policies {
         self.pairs.is_empty()
     }
 
+    /// Each pair as `holder>requester`, with its policy's hash.
+    pub fn hashes(&self) -> std::collections::BTreeMap<String, String> {
+        self.pairs
+            .iter()
+            .map(|((holder, requester), (_, hash))| (format!("{holder}>{requester}"), hash.clone()))
+            .collect()
+    }
+
     /// Evaluates `scope` filed at `now` for data of `holder` by `requester`.
     pub fn evaluate(
         &self,

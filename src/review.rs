@@ -14,13 +14,14 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
 
+use crate::audit::entry::Pseudonymiser;
 use crate::clock::{Clock, Timestamp};
 use crate::grant::token::{TokenError, Tokens};
 use crate::grant::{Cause, Grant, GrantId, GrantState, Quotas};
 use crate::identity::{Jurisdiction, PeerIdentity, SpiffeId};
 use crate::policy::{Evaluation, Finding, Policies};
 use crate::request::{Approval, FieldError, Request, RequestBody, RequestId, RequestState};
-use crate::store::{Approved, Store, StoreError};
+use crate::store::{Approved, SignReceipt, Store, StoreError};
 
 /// What an identity on the admin listener may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -32,6 +33,8 @@ pub enum Role {
     Approver,
     /// Runs the gateway: reads everything, revokes grants (incident response).
     Operator,
+    /// An oversight body: reads the audit log and transparency reports only.
+    Auditor,
 }
 
 impl FromStr for Role {
@@ -41,8 +44,9 @@ impl FromStr for Role {
             "reviewer" => Ok(Self::Reviewer),
             "approver" => Ok(Self::Approver),
             "operator" => Ok(Self::Operator),
+            "auditor" => Ok(Self::Auditor),
             other => Err(format!(
-                "`{other}` is not a role (reviewer, approver, operator)"
+                "`{other}` is not a role (reviewer, approver, operator, auditor)"
             )),
         }
     }
@@ -54,6 +58,7 @@ impl fmt::Display for Role {
             Self::Reviewer => "reviewer",
             Self::Approver => "approver",
             Self::Operator => "operator",
+            Self::Auditor => "auditor",
         })
     }
 }
@@ -105,7 +110,10 @@ pub struct GrantEnded {
 pub struct Review {
     pub store: Arc<dyn Store>,
     pub policies: Policies,
-    pub tokens: Tokens,
+    pub tokens: Arc<Tokens>,
+    /// Pseudonymises targets in audit entries written outside the store
+    /// (denied transfers); the store holds the same key.
+    pub names: Pseudonymiser,
     pub clock: Clock,
     /// Our jurisdiction: the holder of the data.
     pub holder: Jurisdiction,
@@ -229,7 +237,13 @@ impl Review {
         };
         let outcome = self
             .store
-            .approve(id, approval, evaluation.approvals_to_grant as usize, grant)
+            .approve(
+                id,
+                approval,
+                evaluation.approvals_to_grant as usize,
+                grant,
+                &evaluation.policy_hash,
+            )
             .await?;
         match &outcome {
             Approved::Granted(grant) => {
@@ -317,6 +331,12 @@ impl Review {
             return Err(evaluation.failures().cloned().collect());
         }
         Ok(())
+    }
+
+    /// Signs a receipt with the current token key, for `Store::close_transfer`.
+    pub fn receipt_signer(&self) -> SignReceipt {
+        let tokens = Arc::clone(&self.tokens);
+        Box::new(move |receipt| Ok(tokens.sign_receipt(receipt)?))
     }
 
     pub fn now(&self) -> Timestamp {

@@ -23,6 +23,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::LogKey;
+use crate::audit::entry::{Event, Pseudonymiser};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors};
 use crate::grant::scheduler;
@@ -41,6 +43,7 @@ use crate::transfer::stream::Movers;
 
 mod admin;
 mod api;
+mod audit;
 mod border;
 mod conn;
 mod local;
@@ -48,6 +51,7 @@ mod ops;
 mod proxy;
 
 pub use api::query_param;
+pub use audit::{ConsistencyProof, InclusionProof, ReceiptInclusion};
 pub use proxy::{
     CATEGORY_HEADER, CONTENT_TYPE_HEADER, JURISDICTION_HEADER, PEER_HEADER, RECEIPT_HEADER,
     TRANSFER_HEADER,
@@ -94,6 +98,8 @@ pub(crate) struct Shared {
     pub certificate_metrics: CertificateMetrics,
     pub upstream: proxy::Upstream,
     pub review: Arc<Review>,
+    /// Signs the audit log's tree heads.
+    pub log_key: LogKey,
     pub movers: Arc<Movers>,
     /// Rate limiters per jurisdiction pair (holder, requester).
     pub limiters: HashMap<(Jurisdiction, Jurisdiction), Arc<RateLimiter>>,
@@ -142,15 +148,18 @@ impl Gateway {
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let snapshot = ServerTls::load(&config).map_err(ConfigErrors)?;
         let tokens = load_tokens(&config)?;
+        let (log_key, names) = load_audit_keys(&config)?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store = SqliteStore::open(&config.data_dir.join(SqliteStore::FILE_NAME))?;
+        let store =
+            SqliteStore::open(&config.data_dir.join(SqliteStore::FILE_NAME), names.clone())?;
         let review = Arc::new(Review {
             store: Arc::new(store),
             policies: config.policies.clone(),
-            tokens,
+            tokens: Arc::new(tokens),
+            names,
             clock: Clock::system(),
             holder: config.jurisdiction.clone(),
             rearm: Arc::new(tokio::sync::Notify::new()),
@@ -196,6 +205,10 @@ impl Gateway {
         let store_metrics = StoreMetrics::register(&registry)?;
         let certificate_metrics = CertificateMetrics::register(&registry)?;
         close_interrupted(&review).await?;
+        review
+            .store
+            .record(review.now(), started_event(&config, &review, &log_key))
+            .await?;
         let limiters = config
             .policies
             .pairs()
@@ -223,6 +236,7 @@ impl Gateway {
             certificate_metrics,
             upstream,
             review,
+            log_key,
             movers,
             limiters,
             draining: CancellationToken::new(),
@@ -316,6 +330,7 @@ impl Gateway {
             shared.config.clone(),
             tls_tx,
             hangup,
+            (shared.review.store.clone(), shared.review.clock.clone()),
             stop_accepting.clone(),
         ));
 
@@ -415,12 +430,10 @@ async fn serve_plain<F, Fut>(
 async fn close_interrupted(review: &Review) -> Result<(), StoreError> {
     for open in review.store.open_transfers().await? {
         let receipt = Receipt::interrupted(&open, review.now(), true);
-        match review.tokens.sign_receipt(&receipt) {
-            Ok(jws) => review.store.close_transfer(&receipt, &jws).await?,
-            Err(e) => {
-                tracing::error!(transfer_id = %open.id, error = %e, "cannot sign the receipt of an interrupted transfer")
-            }
-        }
+        review
+            .store
+            .close_transfer(receipt, review.receipt_signer())
+            .await?;
         tracing::warn!(transfer_id = %open.id, grant_id = %open.grant_id, "transfer interrupted by the last stop, closed incomplete");
     }
     Ok(())
@@ -450,6 +463,31 @@ pub fn load_tokens(config: &Config) -> Result<Tokens, ConfigErrors> {
             leeway: files.leeway,
         },
     ))
+}
+
+/// The key that signs tree heads and the key that pseudonymises targets.
+pub fn load_audit_keys(config: &Config) -> Result<(LogKey, Pseudonymiser), ConfigErrors> {
+    let files = &config.audit;
+    let log_key = LogKey::load(&files.signing_key, &files.origin)
+        .map_err(|e| ConfigErrors(vec![config.error("audit.signing_key", e.to_string())]))?;
+    let names = Pseudonymiser::from_file(&files.pseudonym_key)
+        .map_err(|e| ConfigErrors(vec![config.error("audit.pseudonym_key", e.to_string())]))?;
+    Ok((log_key, names))
+}
+
+/// The entry that opens each run: what the gateway started with.
+fn started_event(config: &Config, review: &Review, log_key: &LogKey) -> Event {
+    use sha2::{Digest as _, Sha256};
+    let config_sha256 = std::fs::read(&config.file)
+        .map(|bytes| hex::encode(Sha256::digest(bytes)))
+        .unwrap_or_default();
+    Event::GatewayStarted {
+        config_sha256,
+        policies: config.policies.hashes(),
+        token_key: review.tokens.kid().to_owned(),
+        audit_key: log_key.vkey().to_owned(),
+        tls_sha256: hex::encode(tls::reload::fingerprint(config)),
+    }
 }
 
 fn local_addr(listener: &TcpListener) -> SocketAddr {

@@ -1,5 +1,5 @@
-//! Where requests, findings, approvals, grants, quota counters and transfers
-//! with their receipts live.
+//! Where requests, findings, approvals, grants, quota counters, transfers
+//! with their receipts, and the audit log live.
 //!
 //! [`Store`] is the one interface the rest of the gateway uses; the embedded
 //! default is [`sqlite::SqliteStore`] (one file under `data_dir`, WAL,
@@ -8,9 +8,18 @@
 //! State transitions are checked inside the transaction (a request is
 //! approved only while pending, a grant ends only while active), so two
 //! replicas racing on the same record cannot both win.
+//!
+//! The audit log is kept here for the same reason: every method that changes
+//! state appends the entries that record the change in the same transaction
+//! (see `audit::entry::Event` for what each says), so there is no change
+//! without its entry and no entry without its change. Events that change no
+//! stored state (a denied transfer, a start, a reload) go through
+//! [`Store::record`].
 
 use async_trait::async_trait;
 
+use crate::audit::entry::Event;
+use crate::audit::merkle::Hash;
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId, GrantState};
 use crate::identity::SpiffeId;
@@ -31,9 +40,20 @@ pub enum StoreError {
     /// decision, so that it is audited like every other ending.
     #[error("grant {grant} has used all {max_transfers} of its transfers (exhausted)")]
     QuotaExhausted { grant: GrantId, max_transfers: u64 },
+    /// An audit index or size past the log's current size.
+    #[error("{index} is out of range for an audit log of size {size}")]
+    OutOfRange { index: u64, size: u64 },
     #[error("storage failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// Signs a receipt once the store has set its `audit_index`; runs inside
+/// the closing transaction, so a receipt that cannot be signed is not stored.
+pub type SignReceipt =
+    Box<dyn FnOnce(&Receipt) -> Result<String, Box<dyn std::error::Error + Send + Sync>> + Send>;
+
+/// The most entries one read of the audit log returns.
+pub const MAX_AUDIT_PAGE: u64 = 10_000;
 
 /// What an approval led to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +66,8 @@ pub enum Approved {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a newly filed request (any state) with its findings.
+    /// Stores a newly filed request (any state) with its findings; audited
+    /// as `request_filed` and one `finding` each.
     async fn insert_request(&self, request: &Request) -> Result<(), StoreError>;
 
     async fn request(&self, id: RequestId) -> Result<Option<Request>, StoreError>;
@@ -57,13 +78,16 @@ pub trait Store: Send + Sync + 'static {
     /// Records `approval` on a pending request (the same approver twice counts
     /// once). When the distinct approvals reach `required`, in the same
     /// transaction: stores `grant` (with every approver so far) and marks the
-    /// request approved. `Conflict` unless the request is pending.
+    /// request approved. `Conflict` unless the request is pending. Audited as
+    /// `approval`, and `grant_issued` when it grants, both under `policy`
+    /// (the hash of the policy version the approval was taken under).
     async fn approve(
         &self,
         id: RequestId,
         approval: Approval,
         required: usize,
         grant: Grant,
+        policy: &str,
     ) -> Result<Approved, StoreError>;
 
     /// Denies a pending request. `Conflict` unless it is pending.
@@ -119,13 +143,20 @@ pub trait Store: Send + Sync + 'static {
     /// `NotFound` when the grant is unknown.
     async fn open_transfer(&self, open: &TransferOpen) -> Result<u64, StoreError>;
 
-    /// Closes an open transfer with its receipt and the receipt's signed JWS,
-    /// and adds `receipt.plaintext_bytes` to the grant's `used_bytes`, whatever
-    /// state the grant is in by now (the bytes crossed). `NotFound` for an
-    /// unknown transfer; `Conflict` if it is already closed (a receipt is
-    /// written once), or the receipt does not match the opening (another
-    /// grant, grantee, route, category, target or start) or is inconsistent.
-    async fn close_transfer(&self, receipt: &Receipt, jws: &str) -> Result<(), StoreError>;
+    /// Closes an open transfer with its receipt, and adds
+    /// `receipt.plaintext_bytes` to the grant's `used_bytes`, whatever state
+    /// the grant is in by now (the bytes crossed). The close is audited as
+    /// `transfer_completed`; the receipt gets that entry's index as its
+    /// `audit_index` and is then signed with `sign`, all in one transaction.
+    /// Returns the stored receipt and its JWS. `NotFound` for an unknown
+    /// transfer; `Conflict` if it is already closed (a receipt is written
+    /// once), or the receipt does not match the opening (another grant,
+    /// grantee, route, category, target or start) or is inconsistent.
+    async fn close_transfer(
+        &self,
+        receipt: Receipt,
+        sign: SignReceipt,
+    ) -> Result<(Receipt, String), StoreError>;
 
     /// The receipt of a closed transfer and its JWS; `None` if the transfer is
     /// unknown or still open. The grantee is `receipt.grantee`.
@@ -138,4 +169,26 @@ pub trait Store: Send + Sync + 'static {
     /// are the ones a stop left open: the caller closes each with a signed
     /// [`Receipt::interrupted`].
     async fn open_transfers(&self) -> Result<Vec<TransferOpen>, StoreError>;
+
+    /// Appends an entry for an event that changes no stored state; returns
+    /// its index.
+    async fn record(&self, at: Timestamp, event: Event) -> Result<u64, StoreError>;
+
+    /// The audit log's size and root, as one snapshot.
+    async fn audit_head(&self) -> Result<(u64, Hash), StoreError>;
+
+    /// The root of the audit log when it had `size` entries.
+    async fn audit_root(&self, size: u64) -> Result<Hash, StoreError>;
+
+    /// Up to `limit` (at most [`MAX_AUDIT_PAGE`]) entries' exact bytes from
+    /// index `start`, in index order.
+    async fn audit_entries(&self, start: u64, limit: u64) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// The inclusion proof of entry `index` in the log at `size`.
+    /// `OutOfRange` unless `index < size <= current size`.
+    async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError>;
+
+    /// The consistency proof from the log at `old` to the log at `new`.
+    /// `OutOfRange` unless `old <= new <= current size`.
+    async fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError>;
 }

@@ -243,19 +243,18 @@ pub enum Event {
     GatewayStarted {
         /// SHA-256 of the configuration file.
         config_sha256: String,
-        policy: String,
+        /// Each pair's policy hash, keyed `holder>requester`.
+        policies: std::collections::BTreeMap<String, String>,
         /// The `kid` of the token and receipt signing key.
         token_key: String,
         /// The audit log's verifier key (C2SP vkey).
         audit_key: String,
-        /// SHA-256 of the serving certificate (x5t#S256).
-        certificate: String,
+        /// SHA-256 over every certificate, key and CRL file it serves with.
+        tls_sha256: String,
     },
-    /// The TLS identity or trust anchors were reloaded (a key rotation).
-    TlsReloaded {
-        certificate: String,
-        trust_sha256: String,
-    },
+    /// New certificates, keys or CRLs were loaded (a rotation), from a file
+    /// change or, when `forced`, a SIGHUP.
+    TlsReloaded { tls_sha256: String, forced: bool },
 }
 
 impl Event {

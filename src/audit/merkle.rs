@@ -126,6 +126,15 @@ impl HashSource for MemoryTree {
     }
 }
 
+/// The complete subtrees that appending leaf `index` completes, lowest
+/// first, as `(level, position)` (position counted in subtrees of that
+/// level): the node at `(level, p)` is the node hash of `(level - 1, 2p)` and
+/// `(level - 1, 2p + 1)`, level 0 being the leaves. A store that keeps every
+/// complete subtree writes exactly these after each append, amortised one.
+pub fn completed_by(index: u64) -> impl Iterator<Item = (u32, u64)> {
+    (1..=index.trailing_ones()).map(move |level| (level, index >> level))
+}
+
 /// SHA-256(0x00 ‖ entry): the hash of one log entry.
 pub fn leaf_hash(entry: &[u8]) -> Hash {
     let mut hasher = Sha256::new();

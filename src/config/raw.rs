@@ -21,6 +21,8 @@ pub struct Config {
     #[serde(default)]
     pub routes: Vec<Route>,
     pub tokens: Option<Tokens>,
+    pub audit: Option<Audit>,
+    pub reports: Option<Reports>,
     #[serde(default)]
     pub policy: BTreeMap<String, BTreeMap<String, RawPairPolicy>>,
     #[serde(default)]
@@ -35,6 +37,19 @@ pub struct Tokens {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub leeway: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct Audit {
+    pub signing_key: String,
+    pub pseudonym_key: String,
+    pub origin: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct Reports {
+    pub k_anonymity: Option<u64>,
+    pub epsilon: Option<f64>,
 }
 
 #[derive(Deserialize)]

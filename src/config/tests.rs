@@ -26,6 +26,10 @@ crls = ["../fi/ca.crl"]
 [tokens]
 signing_key = "token-key.pem"
 
+[audit]
+signing_key = "audit-key.pem"
+pseudonym_key = "audit-pseudonym.key"
+
 [admin.identities]
 "spiffe://ee.xborder.test/admin/operator" = ["operator", "approver"]
 
@@ -172,6 +176,35 @@ fn tokens_default_their_issuer_and_audience_to_our_gateway() {
     let text = GOOD.replace("signing_key = \"token-key.pem\"\n", "");
     let err = load(&text).unwrap_err().to_string();
     assert!(err.contains("signing_key"), "{err}");
+}
+
+#[test]
+fn the_audit_log_needs_its_keys_and_defaults_its_origin() {
+    let config = load(GOOD).unwrap();
+    assert_eq!(config.audit.origin, "ee.xborder.test/audit");
+    assert_eq!(
+        config.audit.pseudonym_key,
+        Path::new("/etc/xborder/audit-pseudonym.key")
+    );
+    assert_eq!(config.reports, crate::config::ReportSettings::default());
+    assert_eq!(config.reports.k_anonymity, 5);
+
+    let text = GOOD.replace("[audit]\n", "[audit_typo]\n");
+    let err = load(&text).unwrap_err().to_string();
+    assert!(err.contains("missing: add [audit]"), "{err}");
+
+    let text = GOOD.replace(
+        "pseudonym_key = \"audit-pseudonym.key\"\n",
+        "pseudonym_key = \"audit-pseudonym.key\"\norigin = \"has space\"\n",
+    ) + "\n[reports]\nk_anonymity = 10\nepsilon = -1.0\n";
+    let err = load(&text).unwrap_err().to_string();
+    assert!(err.contains("audit.origin"), "{err}");
+    assert!(err.contains("reports.epsilon"), "{err}");
+
+    let text = GOOD.to_owned() + "\n[reports]\nk_anonymity = 10\nepsilon = 0.5\n";
+    let config = load(&text).unwrap();
+    assert_eq!(config.reports.k_anonymity, 10);
+    assert_eq!(config.reports.epsilon, Some(0.5));
 }
 
 #[test]

@@ -100,6 +100,11 @@ impl Tokens {
         }
     }
 
+    /// The `kid` of the current signing key.
+    pub fn kid(&self) -> &str {
+        self.keys.kid()
+    }
+
     /// Signs the grant's token.
     pub fn issue(&self, grant: &Grant) -> Result<String, TokenError> {
         let claims = GrantClaims::of(grant, &self.settings);

@@ -100,11 +100,13 @@ enum DevFile {
     AgeIdentity,
     AgeRecipient,
     TokenKey,
+    AuditKey,
+    PseudonymKey,
     GatewayConfig,
 }
 
 impl DevFile {
-    const ALL: [Self; 13] = [
+    const ALL: [Self; 15] = [
         Self::CaCert,
         Self::CaKey,
         Self::CaCrl,
@@ -117,6 +119,8 @@ impl DevFile {
         Self::AgeIdentity,
         Self::AgeRecipient,
         Self::TokenKey,
+        Self::AuditKey,
+        Self::PseudonymKey,
         Self::GatewayConfig,
     ];
 
@@ -134,6 +138,8 @@ impl DevFile {
             Self::AgeIdentity => "age-identity.txt",
             Self::AgeRecipient => "age-recipient.txt",
             Self::TokenKey => "token-key.pem",
+            Self::AuditKey => "audit-key.pem",
+            Self::PseudonymKey => "audit-pseudonym.key",
             Self::GatewayConfig => "gateway.toml",
         }
     }
@@ -152,6 +158,8 @@ impl DevFile {
             Self::AgeIdentity => "age identity (decrypts received payloads)",
             Self::AgeRecipient => "age recipient (public key)",
             Self::TokenKey => "grant token signing key (Ed25519)",
+            Self::AuditKey => "audit tree head signing key (Ed25519)",
+            Self::PseudonymKey => "audit pseudonym key (HMAC, hex)",
             Self::GatewayConfig => "gateway config",
         }
     }
@@ -165,6 +173,8 @@ impl DevFile {
                 | Self::AdminKey
                 | Self::AgeIdentity
                 | Self::TokenKey
+                | Self::AuditKey
+                | Self::PseudonymKey
         )
     }
 }
@@ -178,6 +188,8 @@ struct Party {
     admin: Issued,
     age: age::x25519::Identity,
     token_key: String,
+    audit_key: String,
+    pseudonym_key: String,
     created: OffsetDateTime,
     config: String,
 }
@@ -202,6 +214,8 @@ impl Party {
             admin,
             age: age::x25519::Identity::generate(),
             token_key: token_key_pem()?,
+            audit_key: token_key_pem()?,
+            pseudonym_key: format!("{}\n", hex::encode(rand::random::<[u8; 32]>())),
             created: OffsetDateTime::now_utc(),
             config,
         })
@@ -227,12 +241,14 @@ impl Party {
             ),
             DevFile::AgeRecipient => format!("{}\n", self.age.to_public()),
             DevFile::TokenKey => self.token_key.clone(),
+            DevFile::AuditKey => self.audit_key.clone(),
+            DevFile::PseudonymKey => self.pseudonym_key.clone(),
             DevFile::GatewayConfig => self.config.clone(),
         }
     }
 }
 
-/// A fresh Ed25519 grant token signing key, PKCS#8 PEM.
+/// A fresh Ed25519 signing key (grant tokens, audit tree heads), PKCS#8 PEM.
 fn token_key_pem() -> Result<String, PkiError> {
     use pkcs8::EncodePrivateKey as _;
     let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
@@ -351,9 +367,16 @@ interval = "5s"
 [tokens]
 signing_key = "token-key.pem"
 
+# The audit log: tree heads are signed with `signing_key` (auditors verify
+# with its vkey, `GET /v1/audit/vkey`); targets are pseudonymised with the
+# HMAC key in `pseudonym_key` (keep it secret, never rotate it silently).
+[audit]
+signing_key = "audit-key.pem"
+pseudonym_key = "audit-pseudonym.key"
+
 # Identities allowed on the admin listener, with their roles
 # (reviewer: reads; approver: approves, denies, validates, revokes;
-# operator: reads, revokes).
+# operator: reads, revokes; auditor: reads the audit log and reports only).
 [admin.identities]
 "spiffe://{domain}/admin/operator" = ["operator", "approver", "reviewer"]
 

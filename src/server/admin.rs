@@ -11,6 +11,10 @@
 //! | `GET /v1/grants[?state=]`, `GET /v1/grants/{id}` | any |
 //! | `POST /v1/grants/{id}/validate` | approver |
 //! | `POST /v1/grants/{id}/revoke` | approver or operator |
+//! | `GET /v1/audit/...` (see [`super::audit`]) | any |
+//!
+//! "any" is any role; the `auditor` role reads the audit log and reports
+//! only, never a request or grant (those hold targets in clear).
 
 use std::time::Duration;
 
@@ -78,7 +82,16 @@ async fn dispatch(
             }),
         ));
     }
+    if let Some(segments) = api::segments(&path, "/v1/audit") {
+        if method != Method::GET {
+            return Err(Problem::MethodNotAllowed);
+        }
+        return super::audit::admin(shared, &segments, query.as_deref()).await;
+    }
+    let staff = [Role::Reviewer, Role::Approver, Role::Operator];
+    let staff_only = "reviewer, approver or operator";
     if let Some(segments) = api::segments(&path, "/v1/requests") {
+        need(&staff, staff_only)?;
         return match (&method, segments.as_slice()) {
             (&Method::GET, []) => {
                 let state = match api::query_param(query.as_deref(), "state") {
@@ -130,6 +143,7 @@ async fn dispatch(
         };
     }
     if let Some(segments) = api::segments(&path, "/v1/grants") {
+        need(&staff, staff_only)?;
         return match (&method, segments.as_slice()) {
             (&Method::GET, []) => {
                 let state = match api::query_param(query.as_deref(), "state") {

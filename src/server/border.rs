@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::api::{self, json};
 use super::{Body, Shared, proxy};
+use crate::audit::entry::Event;
 use crate::config::Route;
 use crate::error::Problem;
 use crate::grant::GrantId;
@@ -31,10 +32,26 @@ pub(super) async fn handle(
                 route,
                 grant_id,
                 counted,
+                category,
+                target,
             } = refusal;
             let (status, code, fault) = problem.status_code();
             if route.is_some() && !counted {
                 shared.movers.metrics.refused(&peer.jurisdiction, &problem);
+                let review = &shared.review;
+                let denied = Event::TransferDenied {
+                    peer: peer.spiffe_id.to_string(),
+                    jurisdiction: peer.jurisdiction.to_string(),
+                    code: code.to_owned(),
+                    grant: grant_id,
+                    category,
+                    target: target.map(|t| review.names.target(&t)),
+                };
+                // The denial stands either way; a log that cannot take it is
+                // an operator's emergency, said loudly.
+                if let Err(e) = review.store.record(review.now(), denied).await {
+                    tracing::error!(error = %e, code, "cannot audit a denied transfer");
+                }
             }
             // Never the token, the target or the Authorization header: the
             // route's prefix and the grant id say which transfer it was.
@@ -63,6 +80,9 @@ struct Refusal {
     grant_id: Option<GrantId>,
     /// Already counted: the transfer was opened, so its close counts it.
     counted: bool,
+    /// The route's category and the path's target, for the audit entry.
+    category: Option<String>,
+    target: Option<String>,
 }
 
 impl From<Problem> for Refusal {
@@ -72,6 +92,8 @@ impl From<Problem> for Refusal {
             route: None,
             grant_id: None,
             counted: false,
+            category: None,
+            target: None,
         }
     }
 }
@@ -88,12 +110,20 @@ async fn dispatch(
     if let Some(segments) = api::segments(&path, "/v1/transfers") {
         return match (request.method(), segments.as_slice()) {
             (&Method::GET, [id, "receipt"]) => receipt(shared, peer, id).await,
+            (&Method::GET, [id, "inclusion"]) => {
+                super::audit::receipt_inclusion(shared, peer, id).await
+            }
             _ => Err(Problem::RouteNotFound),
         }
         .map_err(Refusal::from);
     }
     if path == "/v1/keys" && request.method() == Method::GET {
         return Ok(json(StatusCode::OK, &shared.review.tokens.jwks()));
+    }
+    if path == "/v1/audit/vkey" && request.method() == Method::GET {
+        return super::audit::admin(shared, &["vkey"], None)
+            .await
+            .map_err(Refusal::from);
     }
     if let Some(segments) = api::segments(&path, "/v1/requests") {
         return match (request.method(), segments.as_slice()) {
@@ -120,6 +150,8 @@ async fn dispatch(
             problem: problem.into_inner(),
             route: Some(route.prefix.clone()),
             grant_id,
+            category: Some(route.category.to_string()),
+            target: check::target(route, &path).ok().map(str::to_owned),
         })
 }
 

@@ -15,13 +15,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::{Approved, Store, StoreError};
+use super::{Approved, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError};
+use crate::audit::entry::{Event, Pseudonymiser, text_hash};
+use crate::audit::merkle::Hash;
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId, GrantState};
 use crate::identity::SpiffeId;
 use crate::request::{Approval, Request, RequestId, RequestState};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
+mod audit;
 mod migrations;
 mod rows;
 #[cfg(test)]
@@ -33,6 +36,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Pseudonymises targets in the audit entries this store writes.
+    names: Arc<Pseudonymiser>,
 }
 
 impl SqliteStore {
@@ -43,7 +48,8 @@ impl SqliteStore {
     /// foreign_keys=ON, busy_timeout 5 s, and runs migrations. The parent
     /// directory must exist. A file whose schema is newer than this code
     /// knows is refused.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// `names` pseudonymises targets in the audit entries it writes.
+    pub fn open(path: &Path, names: Pseudonymiser) -> Result<Self, StoreError> {
         let at = |source: StoreError| match source {
             StoreError::Backend(source) => StoreError::Backend(Box::new(OpenError {
                 path: path.to_owned(),
@@ -56,6 +62,7 @@ impl SqliteStore {
         migrations::migrate(&mut conn).map_err(at)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            names: Arc::new(names),
         })
     }
 
@@ -114,9 +121,15 @@ impl From<rusqlite::Error> for StoreError {
 impl Store for SqliteStore {
     async fn insert_request(&self, request: &Request) -> Result<(), StoreError> {
         let request = request.clone();
+        let names = Arc::clone(&self.names);
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             rows::insert_request(&tx, &request)?;
+            audit::append_all(
+                &tx,
+                request.filed_at,
+                Event::request_filed(&request, &names),
+            )?;
             tx.commit()?;
             Ok(())
         })
@@ -146,7 +159,9 @@ impl Store for SqliteStore {
         approval: Approval,
         required: usize,
         mut grant: Grant,
+        policy: &str,
     ) -> Result<Approved, StoreError> {
+        let policy = policy.to_owned();
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let key = id.to_string();
@@ -162,6 +177,17 @@ impl Store for SqliteStore {
                 params![key, approval.approver.as_str(), approval.at.unix_ms()],
             )?;
             let approvals = rows::approvals(&tx, &key)?;
+            audit::append(
+                &tx,
+                approval.at,
+                Event::Approval {
+                    request: id,
+                    by: approval.approver.to_string(),
+                    approvals: approvals.len() as u64,
+                    required: required as u64,
+                    policy: policy.clone(),
+                },
+            )?;
             if approvals.len() < required {
                 tx.commit()?;
                 return Ok(Approved::Pending {
@@ -181,6 +207,7 @@ impl Store for SqliteStore {
                     key,
                 ],
             )?;
+            audit::append(&tx, approval.at, Event::grant_issued(&grant, &policy))?;
             tx.commit()?;
             Ok(Approved::Granted(Box::new(grant)))
         })
@@ -210,6 +237,15 @@ impl Store for SqliteStore {
                 ],
             )?;
             let request = rows::request(&tx, id)?.ok_or(StoreError::NotFound)?;
+            audit::append(
+                &tx,
+                at,
+                Event::RequestDenied {
+                    request: id,
+                    by: by.to_string(),
+                    reason_sha256: text_hash(&reason),
+                },
+            )?;
             tx.commit()?;
             Ok(request)
         })
@@ -276,6 +312,14 @@ impl Store for SqliteStore {
                 "UPDATE grants SET validated_by = ?1, validated_at = ?2 WHERE id = ?3",
                 params![by.as_str(), at.unix_ms(), id.to_string()],
             )?;
+            audit::append(
+                &tx,
+                at,
+                Event::GrantValidated {
+                    grant: id,
+                    by: by.to_string(),
+                },
+            )?;
             tx.commit()?;
             grant.validated_by = Some(by);
             Ok(grant)
@@ -308,6 +352,18 @@ impl Store for SqliteStore {
                 ],
             )?;
             let grant = rows::grant(&tx, id)?.ok_or(StoreError::NotFound)?;
+            if changed == 1 {
+                audit::append(
+                    &tx,
+                    at,
+                    Event::grant_ended(
+                        id,
+                        cause,
+                        by.as_ref().map(SpiffeId::as_str),
+                        reason.as_deref(),
+                    ),
+                )?;
+            }
             tx.commit()?;
             Ok((changed == 1).then_some(grant))
         })
@@ -333,13 +389,17 @@ impl Store for SqliteStore {
 
     async fn open_transfer(&self, open: &TransferOpen) -> Result<u64, StoreError> {
         let open = open.clone();
-        self.run(move |conn| transfers::open(conn, &open)).await
+        let names = Arc::clone(&self.names);
+        self.run(move |conn| transfers::open(conn, &open, &names))
+            .await
     }
 
-    async fn close_transfer(&self, receipt: &Receipt, jws: &str) -> Result<(), StoreError> {
-        let receipt = receipt.clone();
-        let jws = jws.to_owned();
-        self.run(move |conn| transfers::close(conn, &receipt, &jws))
+    async fn close_transfer(
+        &self,
+        receipt: Receipt,
+        sign: SignReceipt,
+    ) -> Result<(Receipt, String), StoreError> {
+        self.run(move |conn| transfers::close(conn, receipt, sign))
             .await
     }
 
@@ -352,6 +412,54 @@ impl Store for SqliteStore {
 
     async fn open_transfers(&self) -> Result<Vec<TransferOpen>, StoreError> {
         self.run(|conn| transfers::open_transfers(conn)).await
+    }
+
+    async fn record(&self, at: Timestamp, event: Event) -> Result<u64, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let index = audit::append(&tx, at, event)?;
+            tx.commit()?;
+            Ok(index)
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> Result<(u64, Hash), StoreError> {
+        self.run(|conn| {
+            let tx = conn.transaction()?;
+            audit::head(&tx)
+        })
+        .await
+    }
+
+    async fn audit_root(&self, size: u64) -> Result<Hash, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            audit::root_at(&tx, size)
+        })
+        .await
+    }
+
+    async fn audit_entries(&self, start: u64, limit: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let limit = limit.min(MAX_AUDIT_PAGE);
+        self.run(move |conn| audit::entries(conn, start, limit))
+            .await
+    }
+
+    async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            audit::inclusion_proof(&tx, index, size)
+        })
+        .await
+    }
+
+    async fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            audit::consistency_proof(&tx, old, new)
+        })
+        .await
     }
 }
 

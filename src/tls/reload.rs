@@ -15,7 +15,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::ServerTls;
+use crate::audit::entry::Event;
+use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors};
+use crate::store::Store;
 
 /// Installs the SIGHUP handler. Call it before the gateway announces itself:
 /// a SIGHUP that arrives before a handler exists terminates the process.
@@ -30,11 +33,13 @@ pub fn listen_for_hangup() -> Option<Signal> {
 }
 
 /// Polls the TLS files of `config` and publishes each good new snapshot on
-/// `tx`; reloads at once on `hangup`.
+/// `tx`; reloads at once on `hangup`. Each snapshot published is recorded
+/// in the audit log of `store` (a key rotation is an audited event).
 pub async fn run(
     config: Arc<Config>,
     tx: watch::Sender<Arc<ServerTls>>,
     mut hangup: Option<Signal>,
+    (store, clock): (Arc<dyn Store>, Clock),
     shutdown: CancellationToken,
 ) {
     let mut seen = fingerprint(&config);
@@ -56,6 +61,13 @@ pub async fn run(
         match ServerTls::load(&config) {
             Ok(snapshot) => {
                 tx.send_replace(Arc::new(snapshot));
+                let reloaded = Event::TlsReloaded {
+                    tls_sha256: hex::encode(now),
+                    forced,
+                };
+                if let Err(e) = store.record(clock.now(), reloaded).await {
+                    tracing::error!(error = %e, "cannot audit the TLS reload");
+                }
                 tracing::info!(
                     forced,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -73,7 +85,7 @@ pub async fn run(
 }
 
 /// A hash of the contents of every TLS file (or of the error reading it).
-fn fingerprint(config: &Config) -> [u8; 32] {
+pub fn fingerprint(config: &Config) -> [u8; 32] {
     let mut hash = Sha256::new();
     for path in ServerTls::files(config) {
         hash.update(path.as_os_str().as_encoded_bytes());

@@ -88,7 +88,7 @@ pub async fn authorize(
 }
 
 /// The first path segment after the route's prefix.
-fn target<'p>(route: &Route, path: &'p str) -> Result<&'p str, Problem> {
+pub(crate) fn target<'p>(route: &Route, path: &'p str) -> Result<&'p str, Problem> {
     let rest = route.strip(path).unwrap_or_default();
     match rest.trim_start_matches('/').split('/').next() {
         Some(t) if !t.is_empty() => Ok(t),

@@ -244,14 +244,10 @@ impl Movers {
             audit_index: None,
             encrypted: true,
         };
-        let closed = match review.tokens.sign_receipt(&receipt) {
-            Ok(jws) => review
-                .store
-                .close_transfer(&receipt, &jws)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let closed = review
+            .store
+            .close_transfer(receipt.clone(), review.receipt_signer())
+            .await;
         if let Err(e) = closed {
             tracing::error!(transfer_id = %receipt.transfer_id, error = %e, "cannot close the transfer");
         }

@@ -369,6 +369,9 @@ fn example_configs_load_and_name_existing_files() {
         let mut files = vec![
             config.identity.certificate.clone(),
             config.identity.key.clone(),
+            config.tokens.signing_key.clone(),
+            config.audit.signing_key.clone(),
+            config.audit.pseudonym_key.clone(),
         ];
         for anchor in config.trust.values() {
             files.push(anchor.ca.clone());

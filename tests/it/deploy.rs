@@ -358,6 +358,8 @@ fn every_file_the_config_names_is_mounted_and_secrets_can_rotate() {
         ("identity.certificate", &config.identity.certificate),
         ("identity.key", &config.identity.key),
         ("tokens.signing_key", &config.tokens.signing_key),
+        ("audit.signing_key", &config.audit.signing_key),
+        ("audit.pseudonym_key", &config.audit.pseudonym_key),
     ];
     secret_files.extend(
         config

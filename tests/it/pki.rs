@@ -52,7 +52,7 @@ impl DevSet {
     }
 }
 
-const FILES: [&str; 13] = [
+const FILES: [&str; 15] = [
     "ca.pem",
     "ca-key.pem",
     "ca.crl",
@@ -65,16 +65,20 @@ const FILES: [&str; 13] = [
     "age-identity.txt",
     "age-recipient.txt",
     "token-key.pem",
+    "audit-key.pem",
+    "audit-pseudonym.key",
     "gateway.toml",
 ];
 
-const SECRETS: [&str; 6] = [
+const SECRETS: [&str; 8] = [
     "ca-key.pem",
     "gateway-key.pem",
     "client-key.pem",
     "admin-key.pem",
     "age-identity.txt",
     "token-key.pem",
+    "audit-key.pem",
+    "audit-pseudonym.key",
 ];
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -513,7 +513,11 @@ async fn every_token_refusal_has_its_own_code() {
         .unwrap()
         .parse()
         .unwrap();
-    let store = SqliteStore::open(&world.path("ee/data").join(SqliteStore::FILE_NAME)).unwrap();
+    let store = SqliteStore::open(
+        &world.path("ee/data").join(SqliteStore::FILE_NAME),
+        xborder::audit::entry::Pseudonymiser::new(PSEUDONYM_KEY.to_vec()).unwrap(),
+    )
+    .unwrap();
     let grant = store.grant(grant_id).await.unwrap().unwrap();
     let settings = |issuer: &str, audience: &str| TokenSettings {
         issuer: issuer.into(),

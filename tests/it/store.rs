@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use xborder::audit::entry::Pseudonymiser;
 use xborder::category::Category;
 use xborder::clock::Timestamp;
 use xborder::grant::{Cause, Grant, GrantId, GrantState, Quotas};
@@ -58,7 +59,7 @@ store_suite!(sqlite, super::open_sqlite;
 
 fn open_sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+    let store = SqliteStore::open(&dir.path().join(SqliteStore::FILE_NAME), names()).unwrap();
     (dir, Arc::new(store))
 }
 
@@ -170,7 +171,7 @@ async fn granted(store: &Arc<dyn Store>, expires_at: i64, validation_due: Option
     store.insert_request(&request).await.unwrap();
     let grant = grant(&request, expires_at, validation_due);
     match store
-        .approve(request.id, approval("anna", 2_000), 1, grant)
+        .approve(request.id, approval("anna", 2_000), 1, grant, "policy-hash")
         .await
         .unwrap()
     {
@@ -205,7 +206,7 @@ async fn granted_with(store: &Arc<dyn Store>, quotas: Quotas) -> Grant {
     let mut grant = grant(&request, 100_000, None);
     grant.quotas = quotas;
     match store
-        .approve(request.id, approval("anna", 2_000), 1, grant)
+        .approve(request.id, approval("anna", 2_000), 1, grant, "policy-hash")
         .await
         .unwrap()
     {
@@ -244,6 +245,18 @@ fn receipt(open: &TransferOpen, bytes: u64, ended_at: i64) -> Receipt {
 /// Stands in for the signed JWS: the store keeps it as given.
 fn jws(receipt: &Receipt) -> String {
     format!("header.{}.signature", receipt.transfer_id)
+}
+
+fn names() -> Pseudonymiser {
+    Pseudonymiser::new(vec![0x5a; 32]).unwrap()
+}
+
+/// Closes with a stand-in signature; returns the receipt as stored (with
+/// its audit index) and that signature.
+async fn close(store: &Arc<dyn Store>, receipt: &Receipt) -> Result<(Receipt, String), StoreError> {
+    store
+        .close_transfer(receipt.clone(), Box::new(|r| Ok(jws(r))))
+        .await
 }
 
 #[track_caller]
@@ -344,7 +357,13 @@ async fn two_distinct_approvers_grant_and_a_repeated_one_counts_once(store: Arc<
     let proposed = grant(&request, 100_000, None);
 
     let outcome = store
-        .approve(request.id, approval("anna", 2_000), 2, proposed.clone())
+        .approve(
+            request.id,
+            approval("anna", 2_000),
+            2,
+            proposed.clone(),
+            "policy-hash",
+        )
         .await;
     assert_eq!(
         outcome.unwrap(),
@@ -355,7 +374,13 @@ async fn two_distinct_approvers_grant_and_a_repeated_one_counts_once(store: Arc<
     );
 
     let outcome = store
-        .approve(request.id, approval("anna", 2_500), 2, proposed.clone())
+        .approve(
+            request.id,
+            approval("anna", 2_500),
+            2,
+            proposed.clone(),
+            "policy-hash",
+        )
         .await;
     assert_eq!(
         outcome.unwrap(),
@@ -374,7 +399,13 @@ async fn two_distinct_approvers_grant_and_a_repeated_one_counts_once(store: Arc<
     assert!(store.grant(proposed.id).await.unwrap().is_none());
 
     let outcome = store
-        .approve(request.id, approval("bert", 3_000), 2, proposed.clone())
+        .approve(
+            request.id,
+            approval("bert", 3_000),
+            2,
+            proposed.clone(),
+            "policy-hash",
+        )
         .await;
     let Approved::Granted(granted) = outcome.unwrap() else {
         panic!("the second distinct approver completes the review");
@@ -403,6 +434,7 @@ async fn two_distinct_approvers_grant_and_a_repeated_one_counts_once(store: Arc<
             approval("carl", 4_000),
             2,
             grant(&request, 100_000, None),
+            "policy-hash",
         )
         .await;
     assert_conflict(late, "approved");
@@ -428,6 +460,7 @@ async fn only_a_pending_request_can_be_approved(store: Arc<dyn Store>) {
             approval("bert", 3_000),
             1,
             grant(&request, 100_000, None),
+            "policy-hash",
         )
         .await;
     assert_conflict(outcome, "denied");
@@ -451,6 +484,7 @@ async fn only_a_pending_request_can_be_approved(store: Arc<dyn Store>) {
             approval("bert", 3_000),
             1,
             grant(&refused, 100_000, None),
+            "policy-hash",
         )
         .await;
     assert_conflict(outcome, "refused");
@@ -463,6 +497,7 @@ async fn only_a_pending_request_can_be_approved(store: Arc<dyn Store>) {
                 approval("bert", 3_000),
                 1,
                 grant(&unknown, 100_000, None),
+                "policy-hash",
             )
             .await,
     );
@@ -709,10 +744,7 @@ async fn a_transfer_opens_and_closes_with_its_receipt(store: Arc<dyn Store>) {
 
     let mut receipt = receipt(&open, 1_234, 4_000);
     receipt.audit_index = Some(17);
-    store
-        .close_transfer(&receipt, &jws(&receipt))
-        .await
-        .unwrap();
+    let (receipt, _) = close(&store, &receipt).await.unwrap();
     assert_eq!(
         store.transfer_receipt(open.id).await.unwrap(),
         Some((receipt.clone(), jws(&receipt)))
@@ -728,10 +760,7 @@ async fn a_transfer_opens_and_closes_with_its_receipt(store: Arc<dyn Store>) {
     let mut receipt = self::receipt(&cut, 10, 6_000);
     receipt.complete = false;
     receipt.incomplete = Some(Incomplete::Revoked);
-    store
-        .close_transfer(&receipt, &jws(&receipt))
-        .await
-        .unwrap();
+    let (receipt, _) = close(&store, &receipt).await.unwrap();
     let (stored, _) = store.transfer_receipt(cut.id).await.unwrap().unwrap();
     assert_eq!(stored, receipt);
 
@@ -768,10 +797,7 @@ async fn the_transfer_quota_lets_exactly_max_transfers_open(store: Arc<dyn Store
     // Closing a transfer gives no transfer back: the quota counts openings.
     let first = &store.open_transfers().await.unwrap()[0];
     let receipt = receipt(first, 1, 4_000);
-    store
-        .close_transfer(&receipt, &jws(&receipt))
-        .await
-        .unwrap();
+    close(&store, &receipt).await.unwrap();
     assert_quota_exhausted(
         store.open_transfer(&transfer(&grant, 5_000)).await,
         grant.id,
@@ -817,10 +843,7 @@ async fn closing_adds_the_plaintext_bytes_to_the_grant(store: Arc<dyn Store>) {
     assert_eq!(store.open_transfer(&second).await.unwrap(), 0);
 
     let receipt1 = receipt(&first, 1_000, 4_000);
-    store
-        .close_transfer(&receipt1, &jws(&receipt1))
-        .await
-        .unwrap();
+    close(&store, &receipt1).await.unwrap();
     assert_eq!(
         store.grant(grant.id).await.unwrap().unwrap().used_bytes,
         1_000
@@ -830,10 +853,7 @@ async fn closing_adds_the_plaintext_bytes_to_the_grant(store: Arc<dyn Store>) {
     let mut receipt2 = receipt(&second, 500, 4_500);
     receipt2.complete = false;
     receipt2.incomplete = Some(Incomplete::ClientGone);
-    store
-        .close_transfer(&receipt2, &jws(&receipt2))
-        .await
-        .unwrap();
+    close(&store, &receipt2).await.unwrap();
     let stored = store.grant(grant.id).await.unwrap().unwrap();
     assert_eq!((stored.used_bytes, stored.used_transfers), (1_500, 2));
 
@@ -853,10 +873,7 @@ async fn closing_adds_the_plaintext_bytes_to_the_grant(store: Arc<dyn Store>) {
     let mut receipt3 = receipt(&last, 250, 6_500);
     receipt3.complete = false;
     receipt3.incomplete = Some(Incomplete::Revoked);
-    store
-        .close_transfer(&receipt3, &jws(&receipt3))
-        .await
-        .unwrap();
+    close(&store, &receipt3).await.unwrap();
     assert_eq!(
         store.grant(grant.id).await.unwrap().unwrap().used_bytes,
         1_750
@@ -871,30 +888,21 @@ async fn a_transfer_is_closed_once_with_a_receipt_that_matches_it(store: Arc<dyn
     // Receipts that are not this transfer's close are turned away.
     let mut other_grant = receipt(&open, 10, 4_000);
     other_grant.grant_id = GrantId::new();
-    assert_conflict(
-        store.close_transfer(&other_grant, "x").await,
-        "does not match",
-    );
+    assert_conflict(close(&store, &other_grant).await, "does not match");
     let mut other_target = receipt(&open, 10, 4_000);
     other_target.target = "someone else".into();
-    assert_conflict(
-        store.close_transfer(&other_target, "x").await,
-        "does not match",
-    );
+    assert_conflict(close(&store, &other_target).await, "does not match");
     let mut inconsistent = receipt(&open, 10, 4_000);
     inconsistent.incomplete = Some(Incomplete::UpstreamFailed);
-    assert_conflict(
-        store.close_transfer(&inconsistent, "x").await,
-        "inconsistent",
-    );
+    assert_conflict(close(&store, &inconsistent).await, "inconsistent");
     assert!(store.transfer_receipt(open.id).await.unwrap().is_none());
 
     let first = receipt(&open, 10, 4_000);
-    store.close_transfer(&first, &jws(&first)).await.unwrap();
+    let (first, _) = close(&store, &first).await.unwrap();
     let mut second = receipt(&open, 99, 5_000);
     second.complete = false;
     second.incomplete = Some(Incomplete::ShuttingDown);
-    assert_conflict(store.close_transfer(&second, "other").await, "written once");
+    assert_conflict(close(&store, &second).await, "written once");
     assert_eq!(
         store.transfer_receipt(open.id).await.unwrap(),
         Some((first.clone(), jws(&first))),
@@ -907,7 +915,7 @@ async fn a_transfer_is_closed_once_with_a_receipt_that_matches_it(store: Arc<dyn
     );
 
     let never_opened = receipt(&transfer(&grant, 3_000), 10, 4_000);
-    assert_not_found(store.close_transfer(&never_opened, "x").await);
+    assert_not_found(close(&store, &never_opened).await);
 }
 
 async fn only_an_active_grant_of_the_grantee_opens_transfers(store: Arc<dyn Store>) {
@@ -983,10 +991,7 @@ async fn open_transfers_lists_only_the_open_ones(store: Arc<dyn Store>) {
         store.open_transfer(open).await.unwrap();
     }
     let receipt = receipt(&closed, 1, 3_500);
-    store
-        .close_transfer(&receipt, &jws(&receipt))
-        .await
-        .unwrap();
+    close(&store, &receipt).await.unwrap();
     assert_eq!(
         store.open_transfers().await.unwrap(),
         [earlier.clone(), later.clone()],
@@ -996,10 +1001,7 @@ async fn open_transfers_lists_only_the_open_ones(store: Arc<dyn Store>) {
     // At start, the caller closes what a stop left open, with an interrupted receipt.
     for open in store.open_transfers().await.unwrap() {
         let receipt = Receipt::interrupted(&open, at(9_000), true);
-        store
-            .close_transfer(&receipt, &jws(&receipt))
-            .await
-            .unwrap();
+        close(&store, &receipt).await.unwrap();
     }
     assert!(store.open_transfers().await.unwrap().is_empty());
     let (interrupted, _) = store.transfer_receipt(earlier.id).await.unwrap().unwrap();
@@ -1014,14 +1016,14 @@ async fn open_transfers_lists_only_the_open_ones(store: Arc<dyn Store>) {
 async fn sqlite_finds_everything_again_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(SqliteStore::FILE_NAME);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, names()).unwrap());
     let pending = request(500);
     store.insert_request(&pending).await.unwrap();
     let grant = granted(&store, 100_000, Some(50_000)).await;
     let approved = store.request(grant.request_id).await.unwrap().unwrap();
     drop(store);
 
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, names()).unwrap());
     assert_eq!(store.request(pending.id).await.unwrap(), Some(pending));
     assert_eq!(store.request(approved.id).await.unwrap(), Some(approved));
     assert_eq!(store.grant(grant.id).await.unwrap(), Some(grant));
@@ -1032,13 +1034,13 @@ async fn sqlite_finds_everything_again_after_reopening() {
 async fn sqlite_refuses_a_schema_newer_than_it_knows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(SqliteStore::FILE_NAME);
-    drop(SqliteStore::open(&path).unwrap());
+    drop(SqliteStore::open(&path, names()).unwrap());
     rusqlite::Connection::open(&path)
         .unwrap()
         .pragma_update(None, "user_version", 999)
         .unwrap();
 
-    match SqliteStore::open(&path) {
+    match SqliteStore::open(&path, names()) {
         Ok(_) => panic!("a schema from the future must be refused"),
         Err(e) => {
             let message = e.to_string();
@@ -1060,8 +1062,8 @@ async fn sqlite_refuses_a_schema_newer_than_it_knows() {
 async fn sqlite_racing_approvals_create_one_grant() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(SqliteStore::FILE_NAME);
-    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
-    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, names()).unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, names()).unwrap());
 
     for round in 0..20 {
         let request = request(1_000 + round);
@@ -1071,13 +1073,15 @@ async fn sqlite_racing_approvals_create_one_grant() {
                 request.id,
                 approval("anna", 2_000),
                 1,
-                grant(&request, 100_000, None)
+                grant(&request, 100_000, None),
+                "policy-hash",
             ),
             b.approve(
                 request.id,
                 approval("bert", 2_000),
                 1,
-                grant(&request, 100_000, None)
+                grant(&request, 100_000, None),
+                "policy-hash",
             ),
         );
         let granted = [&first, &second]
@@ -1109,8 +1113,8 @@ async fn sqlite_racing_approvals_create_one_grant() {
 async fn sqlite_racing_opens_on_two_connections_respect_the_quota() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(SqliteStore::FILE_NAME);
-    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
-    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, names()).unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, names()).unwrap());
     let grant = granted_with(
         &a,
         Quotas {
@@ -1142,20 +1146,17 @@ async fn sqlite_racing_opens_on_two_connections_respect_the_quota() {
 async fn sqlite_finds_open_transfers_and_receipts_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(SqliteStore::FILE_NAME);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, names()).unwrap());
     let grant = granted(&store, 100_000, None).await;
     let left_open = transfer(&grant, 3_000);
     let closed = transfer(&grant, 3_100);
     store.open_transfer(&left_open).await.unwrap();
     store.open_transfer(&closed).await.unwrap();
     let receipt = receipt(&closed, 42, 3_500);
-    store
-        .close_transfer(&receipt, &jws(&receipt))
-        .await
-        .unwrap();
+    let (receipt, _) = close(&store, &receipt).await.unwrap();
     drop(store);
 
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, names()).unwrap());
     assert_eq!(store.open_transfers().await.unwrap(), [left_open]);
     assert_eq!(
         store.transfer_receipt(closed.id).await.unwrap(),

@@ -58,6 +58,8 @@ impl World {
         world.write("ee/gateway.pem", &world.gateway_cert.cert_pem());
         world.write("ee/gateway-key.pem", &world.gateway_cert.key_pem());
         TokenKeys::generate_file(&world.path("ee/token-key.pem")).unwrap();
+        TokenKeys::generate_file(&world.path("ee/audit-key.pem")).unwrap();
+        world.write("ee/audit-pseudonym.key", &hex::encode(PSEUDONYM_KEY));
         world
     }
 
@@ -103,8 +105,13 @@ interval = "100ms"
 [tokens]
 signing_key = "token-key.pem"
 
+[audit]
+signing_key = "audit-key.pem"
+pseudonym_key = "audit-pseudonym.key"
+
 [admin.identities]
 "spiffe://ee.xborder.test/admin/operator" = ["operator", "approver", "reviewer"]
+"spiffe://ee.xborder.test/admin/olga" = ["auditor"]
 "spiffe://ee.xborder.test/admin/alice" = ["approver"]
 "spiffe://ee.xborder.test/admin/bob" = ["approver"]
 "spiffe://ee.xborder.test/admin/rita" = ["reviewer"]
@@ -310,6 +317,10 @@ where
 }
 
 /// FI's age recipient in request bodies, and its identity (test-only key).
+/// EE's audit pseudonym key in the test world: tests compute the pseudonym
+/// a target must have in the log.
+pub const PSEUDONYM_KEY: [u8; 32] = [0x5a; 32];
+
 pub const RECIPIENT: &str = "age1sku64zu8tak3q3a5kgk44z4kaj4k2x833f2vlrjwv8dqrz9vrdhsstdztc";
 pub const IDENTITY: &str =
     "AGE-SECRET-KEY-1LEVYW5RMLCDUW5UC85W62G9AMS7E0VGDCHWUVJ7N5ED7FA6L5P2QYX0TPP";

@@ -569,6 +569,8 @@ async fn the_local_listener_relays_a_transfer_between_two_gateways() {
     world.write("fi/client.pem", &client.cert_pem());
     world.write("fi/client-key.pem", &client.key_pem());
     xborder::grant::token::TokenKeys::generate_file(&world.path("fi/token-key.pem")).unwrap();
+    xborder::grant::token::TokenKeys::generate_file(&world.path("fi/audit-key.pem")).unwrap();
+    world.write("fi/audit-pseudonym.key", &"fe".repeat(32));
     world.write(
         "fi/gateway.toml",
         &format!(
@@ -588,6 +590,10 @@ client_key = "client-key.pem"
 
 [tokens]
 signing_key = "token-key.pem"
+
+[audit]
+signing_key = "audit-key.pem"
+pseudonym_key = "audit-pseudonym.key"
 
 [trust.FI]
 trust_domain = "fi.xborder.test"

@@ -512,3 +512,37 @@ proptest! {
         }
     }
 }
+
+/// A store that writes exactly the nodes `completed_by` names holds every
+/// complete subtree, so its lookups agree with `MemoryTree` at every size.
+#[test]
+fn completed_by_names_every_complete_subtree_once() {
+    use std::collections::HashMap;
+    let mut nodes: HashMap<(u32, u64), Hash> = HashMap::new();
+    let mut tree = MemoryTree::new();
+    for i in 0..300u64 {
+        let leaf = leaf_hash(&i.to_be_bytes());
+        tree.append(leaf);
+        nodes.insert((0, i), leaf);
+        for (level, position) in completed_by(i) {
+            let left = nodes[&(level - 1, 2 * position)];
+            let right = nodes[&(level - 1, 2 * position + 1)];
+            assert!(
+                nodes
+                    .insert((level, position), node_hash(&left, &right))
+                    .is_none(),
+                "({level}, {position}) written twice"
+            );
+        }
+        let size = i + 1;
+        for level in 0..=63 - size.leading_zeros() {
+            for position in 0..size >> level {
+                assert_eq!(
+                    nodes.get(&(level, position)),
+                    Some(&tree.subtree(position << level, level)),
+                    "size {size}: ({level}, {position})"
+                );
+            }
+        }
+    }
+}

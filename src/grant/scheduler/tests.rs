@@ -29,7 +29,8 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("x.sqlite3")).unwrap();
+        let names = crate::audit::entry::Pseudonymiser::new(vec![9; 32]).unwrap();
+        let store = SqliteStore::open(&dir.path().join("x.sqlite3"), names.clone()).unwrap();
         let policy = PairPolicy {
             holder: "EE".parse().unwrap(),
             requester: "FI".parse().unwrap(),
@@ -61,7 +62,8 @@ impl Fixture {
         let review = Arc::new(Review {
             store: Arc::new(store),
             policies: Policies::new([policy]),
-            tokens,
+            tokens: Arc::new(tokens),
+            names,
             clock: Clock::starting_at(Timestamp::parse("2026-11-23T12:00:00Z").unwrap()),
             holder: "EE".parse().unwrap(),
             rearm: Arc::new(Notify::new()),

@@ -16,7 +16,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::store::StoreError;
 
 /// Script `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_TRANSFERS];
+pub(super) const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_TRANSFERS, V3_AUDIT];
 
 /// The schema version this code writes and reads.
 pub(super) const fn current_version() -> u32 {
@@ -218,4 +218,25 @@ CREATE INDEX transfers_by_grant ON transfers (grant_id);
 -- `open_transfers` at start: as small as the set of transfers in flight.
 -- `state` leads for the same reason as in `grants_due_expiry`.
 CREATE INDEX transfers_open ON transfers (state, started_at) WHERE state = 'open';
+"#;
+
+/// The audit log: each entry's exact bytes and leaf hash, and the hash of
+/// every complete subtree above the leaves (`level` >= 1, `idx` counted in
+/// subtrees of that level), so the root and every proof are O(log n) lookups.
+/// Rows are only ever inserted.
+const V3_AUDIT: &str = r#"
+CREATE TABLE audit_entries (
+    idx     INTEGER NOT NULL PRIMARY KEY CHECK (idx >= 0),
+    at      INTEGER NOT NULL,
+    kind    TEXT    NOT NULL,
+    entry   BLOB    NOT NULL,
+    leaf    BLOB    NOT NULL CHECK (length(leaf) = 32)
+) STRICT;
+
+CREATE TABLE audit_nodes (
+    level   INTEGER NOT NULL CHECK (level >= 1),
+    idx     INTEGER NOT NULL CHECK (idx >= 0),
+    hash    BLOB    NOT NULL CHECK (length(hash) = 32),
+    PRIMARY KEY (level, idx)
+) STRICT, WITHOUT ROWID;
 "#;

@@ -13,8 +13,17 @@ use crate::transfer::receipt::{Incomplete, Receipt, TransferId, TransferOpen};
 fn open() -> (tempfile::TempDir, PathBuf, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(SqliteStore::FILE_NAME);
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open(&path, names()).unwrap();
     (dir, path, store)
+}
+
+fn names() -> Pseudonymiser {
+    Pseudonymiser::new(vec![9; 32]).unwrap()
+}
+
+/// A signer that signs nothing: these tests read back what was stored.
+fn jws() -> SignReceipt {
+    Box::new(|_| Ok("jws".to_owned()))
 }
 
 fn request() -> Request {
@@ -103,7 +112,7 @@ async fn reopening_does_not_migrate_again() {
     let request = request();
     store.insert_request(&request).await.unwrap();
     drop(store);
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open(&path, names()).unwrap();
     assert_eq!(store.request(request.id).await.unwrap(), Some(request));
 }
 
@@ -112,7 +121,7 @@ fn a_negative_schema_version_is_refused() {
     let (_dir, path, store) = open();
     sql(&store, "PRAGMA user_version = -1").unwrap();
     drop(store);
-    let Err(e) = SqliteStore::open(&path) else {
+    let Err(e) = SqliteStore::open(&path, names()) else {
         panic!("a negative user_version is not ours");
     };
     assert!(e.to_string().contains("version -1"), "{e}");
@@ -200,7 +209,7 @@ async fn a_bad_grant_row_names_its_column() {
         at: Timestamp::from_unix_ms(1),
     };
     store
-        .approve(request.id, approval, 1, grant.clone())
+        .approve(request.id, approval, 1, grant.clone(), "policy")
         .await
         .unwrap();
 
@@ -314,7 +323,7 @@ async fn a_version_1_file_migrates_and_keeps_its_grants() {
         tx.commit().unwrap();
     }
 
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open(&path, names()).unwrap();
     assert_eq!(
         migrations::user_version(&store.conn.lock().unwrap()).unwrap(),
         migrations::current_version()
@@ -334,7 +343,8 @@ async fn a_version_1_file_migrates_and_keeps_its_grants() {
         })
     ));
     let receipt = Receipt::interrupted(&open, Timestamp::from_unix_ms(4_000), true);
-    store.close_transfer(&receipt, "jws").await.unwrap();
+    let (receipt, _) = store.close_transfer(receipt, jws()).await.unwrap();
+    assert!(receipt.audit_index.is_some());
     assert_eq!(
         store.transfer_receipt(open.id).await.unwrap(),
         Some((receipt, "jws".to_owned()))
@@ -352,7 +362,7 @@ async fn transfer_constraints_keep_open_and_closed_rows_whole() {
         at: Timestamp::from_unix_ms(1),
     };
     store
-        .approve(request.id, approval, 1, grant.clone())
+        .approve(request.id, approval, 1, grant.clone(), "policy")
         .await
         .unwrap();
     let open = transfer_of(&grant);
@@ -373,7 +383,7 @@ async fn transfer_constraints_keep_open_and_closed_rows_whole() {
 
     let mut receipt = Receipt::interrupted(&open, Timestamp::from_unix_ms(4_000), true);
     receipt.incomplete = Some(Incomplete::UpstreamFailed);
-    store.close_transfer(&receipt, "jws").await.unwrap();
+    store.close_transfer(receipt, jws()).await.unwrap();
     assert!(
         sql(&store, "UPDATE transfers SET complete = 1").is_err(),
         "complete with a cause"

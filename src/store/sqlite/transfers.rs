@@ -4,9 +4,11 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use super::audit;
 use super::rows::{self, Cols, json_text, sql_count, unique_to_conflict};
+use crate::audit::entry::{Event, Pseudonymiser};
 use crate::grant::{Cause, GrantState};
-use crate::store::StoreError;
+use crate::store::{SignReceipt, StoreError};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
 const OPEN_COLUMNS: &str = "id, grant_id, grantee, route, category, target, started_at";
@@ -28,7 +30,11 @@ fn open_row(row: &Row<'_>) -> Result<TransferOpen, StoreError> {
 }
 
 /// See `Store::open_transfer`.
-pub(super) fn open(conn: &mut Connection, open: &TransferOpen) -> Result<u64, StoreError> {
+pub(super) fn open(
+    conn: &mut Connection,
+    open: &TransferOpen,
+    names: &Pseudonymiser,
+) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let id = open.grant_id;
     let grant = rows::grant(&tx, id)?.ok_or(StoreError::NotFound)?;
@@ -91,12 +97,17 @@ pub(super) fn open(conn: &mut Connection, open: &TransferOpen) -> Result<u64, St
         ],
     )
     .map_err(|e| unique_to_conflict(e, || format!("transfer {} already exists", open.id)))?;
+    audit::append(&tx, open.started_at, Event::transfer_allowed(open, names))?;
     tx.commit()?;
     Ok(grant.used_bytes)
 }
 
 /// See `Store::close_transfer`.
-pub(super) fn close(conn: &mut Connection, receipt: &Receipt, jws: &str) -> Result<(), StoreError> {
+pub(super) fn close(
+    conn: &mut Connection,
+    mut receipt: Receipt,
+    sign: SignReceipt,
+) -> Result<(Receipt, String), StoreError> {
     let id = receipt.transfer_id;
     if !receipt.is_consistent() {
         return Err(StoreError::Conflict(format!(
@@ -146,6 +157,9 @@ pub(super) fn close(conn: &mut Connection, receipt: &Receipt, jws: &str) -> Resu
         "UPDATE grants SET used_bytes = ?1 WHERE id = ?2",
         params![sql_count(used_bytes, "used_bytes")?, grant_id],
     )?;
+    let index = audit::append(&tx, receipt.ended_at, Event::transfer_completed(&receipt))?;
+    receipt.audit_index = Some(index);
+    let jws = sign(&receipt).map_err(StoreError::Backend)?;
     tx.execute(
         "UPDATE transfers SET state = 'closed', ended_at = ?1, complete = ?2, incomplete = ?3, \
          plaintext_bytes = ?4, ciphertext_bytes = ?5, plaintext_sha256 = ?6, ciphertext_sha256 = ?7, \
@@ -158,13 +172,13 @@ pub(super) fn close(conn: &mut Connection, receipt: &Receipt, jws: &str) -> Resu
             sql_count(receipt.ciphertext_bytes, "ciphertext_bytes")?,
             receipt.plaintext_sha256,
             receipt.ciphertext_sha256,
-            json_text(receipt)?,
+            json_text(&receipt)?,
             jws,
             id.to_string(),
         ],
     )?;
     tx.commit()?;
-    Ok(())
+    Ok((receipt, jws))
 }
 
 /// See `Store::transfer_receipt`.

@@ -1,0 +1,201 @@
+//! The audit log over HTTP: signed tree heads, entries and proofs on the
+//! admin listener, and a grantee's proof that its receipt is in the log on
+//! the border.
+//!
+//! | endpoint (admin) | answers |
+//! |---|---|
+//! | `GET /v1/audit/checkpoint` | the signed tree head (C2SP checkpoint), `text/plain` |
+//! | `GET /v1/audit/vkey` | the verifier key (C2SP vkey), `text/plain` |
+//! | `GET /v1/audit/entries?start=&limit=` | entries' exact bytes, one per line, `application/x-ndjson` |
+//! | `GET /v1/audit/proofs/inclusion?index=[&size=]` | an inclusion proof, JSON |
+//! | `GET /v1/audit/proofs/consistency?old=[&new=]` | a consistency proof, JSON |
+//!
+//! Sizes default to the log's current size; hashes are standard base64, as
+//! in checkpoints.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde::{Deserialize, Serialize};
+
+use super::api::{self, json};
+use super::{Body, Shared};
+use crate::audit::merkle::Hash;
+use crate::error::Problem;
+use crate::identity::PeerIdentity;
+use crate::store::{MAX_AUDIT_PAGE, StoreError};
+use crate::transfer::receipt::TransferId;
+
+/// Serves `GET /v1/audit/...` on the admin listener; `segments` follow `/v1/audit`.
+pub(super) async fn admin(
+    shared: &Shared,
+    segments: &[&str],
+    query: Option<&str>,
+) -> Result<Response<Body>, Problem> {
+    let store = &shared.review.store;
+    match segments {
+        ["checkpoint"] => {
+            let (size, root) = store.audit_head().await.map_err(store_problem)?;
+            Ok(text(shared.log_key.sign(size, root)))
+        }
+        ["vkey"] => Ok(text(format!("{}\n", shared.log_key.vkey()))),
+        ["entries"] => {
+            let start = number(query, "start")?.unwrap_or(0);
+            let limit = number(query, "limit")?.unwrap_or(1000).min(MAX_AUDIT_PAGE);
+            let entries = store
+                .audit_entries(start, limit)
+                .await
+                .map_err(store_problem)?;
+            let mut body = Vec::with_capacity(entries.iter().map(|e| e.len() + 1).sum());
+            for entry in entries {
+                body.extend_from_slice(&entry);
+                body.push(b'\n');
+            }
+            Ok(with_type(body, "application/x-ndjson"))
+        }
+        ["proofs", "inclusion"] => {
+            let index = number(query, "index")?
+                .ok_or_else(|| Problem::InvalidQuery("index", "required".into()))?;
+            let size = match number(query, "size")? {
+                Some(size) => size,
+                None => store.audit_head().await.map_err(store_problem)?.0,
+            };
+            let proof = store
+                .inclusion_proof(index, size)
+                .await
+                .map_err(store_problem)?;
+            Ok(json(
+                StatusCode::OK,
+                &InclusionProof {
+                    index,
+                    size,
+                    proof: encode(&proof),
+                },
+            ))
+        }
+        ["proofs", "consistency"] => {
+            let old = number(query, "old")?
+                .ok_or_else(|| Problem::InvalidQuery("old", "required".into()))?;
+            let new = match number(query, "new")? {
+                Some(new) => new,
+                None => store.audit_head().await.map_err(store_problem)?.0,
+            };
+            let proof = store
+                .consistency_proof(old, new)
+                .await
+                .map_err(store_problem)?;
+            Ok(json(
+                StatusCode::OK,
+                &ConsistencyProof {
+                    old,
+                    new,
+                    proof: encode(&proof),
+                },
+            ))
+        }
+        _ => Err(Problem::RouteNotFound),
+    }
+}
+
+/// `GET /v1/transfers/{id}/inclusion` on the border: the grantee's proof
+/// that its receipt's entry is in the log, under a fresh signed tree head.
+pub(super) async fn receipt_inclusion(
+    shared: &Shared,
+    peer: &PeerIdentity,
+    id: &str,
+) -> Result<Response<Body>, Problem> {
+    let id: TransferId = id.parse().map_err(|_| Problem::TransferNotFound)?;
+    let store = &shared.review.store;
+    let (receipt, _) = store
+        .transfer_receipt(id)
+        .await
+        .map_err(store_problem)?
+        // Someone else's transfer is as unknown as a missing one.
+        .filter(|(receipt, _)| receipt.grantee == peer.spiffe_id.as_str())
+        .ok_or(Problem::TransferNotFound)?;
+    let index = receipt
+        .audit_index
+        .ok_or_else(|| Problem::Internal("a closed transfer without its audit index".into()))?;
+    let (size, root) = store.audit_head().await.map_err(store_problem)?;
+    let entry = store
+        .audit_entries(index, 1)
+        .await
+        .map_err(store_problem)?
+        .pop()
+        .ok_or_else(|| Problem::Internal("a receipt's audit entry is missing".into()))?;
+    let proof = store
+        .inclusion_proof(index, size)
+        .await
+        .map_err(store_problem)?;
+    let entry = String::from_utf8(entry)
+        .map_err(|_| Problem::Internal("an audit entry is not UTF-8".into()))?;
+    Ok(json(
+        StatusCode::OK,
+        &ReceiptInclusion {
+            index,
+            entry,
+            checkpoint: shared.log_key.sign(size, root),
+            proof: encode(&proof),
+        },
+    ))
+}
+
+/// An inclusion proof as the admin API answers it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InclusionProof {
+    pub index: u64,
+    pub size: u64,
+    pub proof: Vec<String>,
+}
+
+/// A consistency proof as the admin API answers it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConsistencyProof {
+    pub old: u64,
+    pub new: u64,
+    pub proof: Vec<String>,
+}
+
+/// A receipt's entry, the checkpoint it is proven against and the proof.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReceiptInclusion {
+    pub index: u64,
+    /// The entry's exact bytes (UTF-8 JSON).
+    pub entry: String,
+    /// The signed tree head of the size the proof is for.
+    pub checkpoint: String,
+    pub proof: Vec<String>,
+}
+
+fn encode(proof: &[Hash]) -> Vec<String> {
+    proof.iter().map(|h| STANDARD.encode(h)).collect()
+}
+
+fn number(query: Option<&str>, name: &'static str) -> Result<Option<u64>, Problem> {
+    api::query_param(query, name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| Problem::InvalidQuery(name, format!("`{v}` is not a whole number")))
+        })
+        .transpose()
+}
+
+fn store_problem(e: StoreError) -> Problem {
+    match e {
+        StoreError::OutOfRange { index, size } => Problem::AuditOutOfRange { index, size },
+        other => Problem::StoreUnavailable(Box::new(other)),
+    }
+}
+
+fn text(body: String) -> Response<Body> {
+    with_type(body.into_bytes(), "text/plain; charset=utf-8")
+}
+
+fn with_type(body: Vec<u8>, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(super::full(Bytes::from(body)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
