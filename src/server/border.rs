@@ -192,14 +192,16 @@ async fn transfer(
         review,
         &shared.movers.metrics.token_verification,
         peer,
-        request.headers(),
-        route,
-        path,
-        query.as_deref(),
+        check::Asked {
+            headers: request.headers(),
+            route,
+            path,
+            query: query.as_deref(),
+        },
+        grant_id,
     )
     .await?;
     let grant = authorized.grant;
-    *grant_id = Some(grant.id);
 
     // Rate limits come last: a request refused for any other reason costs nothing.
     let keys = vec![

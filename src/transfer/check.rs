@@ -17,7 +17,7 @@ use crate::clock::Timestamp;
 use crate::config::Route;
 use crate::error::Problem;
 use crate::grant::token::TokenError;
-use crate::grant::{Grant, GrantState};
+use crate::grant::{Grant, GrantId, GrantState};
 use crate::identity::PeerIdentity;
 use crate::request::{FieldError, Period};
 use crate::review::Review;
@@ -30,17 +30,31 @@ pub struct Authorized {
     pub period: Period,
 }
 
-/// Checks `peer`'s request for `path` (with `query`) on `route`; the token's
-/// verification is timed into `verify_seconds`.
+/// What a peer asked of a route: the request's headers, path and query.
+#[derive(Clone, Copy, Debug)]
+pub struct Asked<'a> {
+    pub headers: &'a HeaderMap,
+    pub route: &'a Route,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+}
+
+/// Checks what `peer` asked; the token's verification is timed into
+/// `verify_seconds`. Once the token names its grant, `grant_id` holds it,
+/// so a refusal after that point can say which grant it refused.
 pub async fn authorize(
     review: &Review,
     verify_seconds: &Histogram,
     peer: &PeerIdentity,
-    headers: &HeaderMap,
-    route: &Route,
-    path: &str,
-    query: Option<&str>,
+    asked: Asked<'_>,
+    grant_id: &mut Option<GrantId>,
 ) -> Result<Authorized, Problem> {
+    let Asked {
+        headers,
+        route,
+        path,
+        query,
+    } = asked;
     let token = bearer(headers).ok_or(Problem::TokenMissing)?;
     let now = review.now();
     let timer = verify_seconds.start_timer();
@@ -51,6 +65,7 @@ pub async fn authorize(
         return Err(TokenError::NotBound.into());
     }
     let id = claims.grant_id()?;
+    *grant_id = Some(id);
     let grant = review
         .store
         .grant(id)

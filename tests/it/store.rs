@@ -37,6 +37,8 @@ macro_rules! store_suite {
     };
 }
 
+mod audit;
+
 store_suite!(sqlite, super::open_sqlite;
     a_request_round_trips_with_findings_and_approvals,
     a_request_id_is_stored_once,
