@@ -4,8 +4,11 @@
 //! gateway did with standard tooling and without seeing the entries.
 //!
 //! Storage of entries and tree levels comes with the store integration; this
-//! module is pure: [`merkle`] runs over any [`merkle::HashSource`].
+//! module is pure: [`merkle`] runs over any [`merkle::HashSource`]. An
+//! oversight body takes the log away as an [`export`] file and checks it
+//! offline.
 
 pub mod checkpoint;
 pub mod entry;
+pub mod export;
 pub mod merkle;
