@@ -6,9 +6,10 @@
 //! Storage of entries and tree levels comes with the store integration; this
 //! module is pure: [`merkle`] runs over any [`merkle::HashSource`]. An
 //! oversight body takes the log away as an [`export`] file and checks it
-//! offline.
+//! offline with [`verify`].
 
 pub mod checkpoint;
 pub mod entry;
 pub mod export;
 pub mod merkle;
+pub mod verify;
