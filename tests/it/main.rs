@@ -3,6 +3,7 @@
 //! One test binary with modules, sharing the harness in `support`.
 
 mod admin_ops;
+mod audit_cli;
 mod binary;
 mod border;
 mod cli_admin;
