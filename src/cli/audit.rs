@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
 use clap::{ArgGroup, Subcommand};
 use serde::Deserialize;
 
@@ -24,6 +25,9 @@ use crate::clock::Timestamp;
 use crate::grant::GrantId;
 use crate::request::RequestId;
 use crate::transfer::receipt::Receipt;
+
+#[cfg(test)]
+mod tests;
 
 /// The admin API's signed head of the audit log (a C2SP signed note).
 const CHECKPOINT_PATH: &str = "/admin/v1/audit/checkpoint";
@@ -162,22 +166,44 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
 fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let client = AdminClient::new(&args.admin)?;
     let note = client.get_bytes(CHECKPOINT_PATH)?;
-    let (note, head) = String::from_utf8(note.to_vec())
+    let head = write_export(&args.out, &note, args.page, |start, limit| {
+        Ok(client.get_bytes(&format!("{ENTRIES_PATH}?start={start}&limit={limit}"))?)
+    })?;
+    println!(
+        "{}: {} entries of {}, with its signed head (check it with `xborder audit verify {} --vkey …`)",
+        args.out.display(),
+        head.size,
+        head.origin,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Writes the export of the log up to the signed head `note` to `out`,
+/// asking `fetch(start, limit)` for the entries a page at a time. `out`
+/// appears only once every entry the head covers is written.
+fn write_export(
+    out: &Path,
+    note: &[u8],
+    page: u64,
+    mut fetch: impl FnMut(u64, u64) -> anyhow::Result<Bytes>,
+) -> anyhow::Result<Checkpoint> {
+    let (note, head) = std::str::from_utf8(note)
         .ok()
-        .and_then(|note| unverified_head(&note).map(|head| (note, head)))
+        .and_then(|note| unverified_head(note).map(|head| (note.to_owned(), head)))
         .context("the admin listener's checkpoint is not a signed checkpoint")?;
     let header = Header {
         origin: head.origin.clone(),
         size: head.size,
         checkpoint: note,
     };
-    atomic_file::write_with(&args.out, Readers::Owner, |file| {
+    atomic_file::write_with(out, Readers::Owner, |file| {
         let mut writer = ExportWriter::new(BufWriter::new(file), &header)?;
         while writer.written() < head.size {
             let start = writer.written();
-            let limit = args.page.min(head.size - start);
-            let page = client.get_bytes(&format!("{ENTRIES_PATH}?start={start}&limit={limit}"))?;
-            let lines = page_lines(&page, limit).map_err(|problem| {
+            let limit = page.min(head.size - start);
+            let lines = fetch(start, limit)?;
+            let lines = page_lines(&lines, limit).map_err(|problem| {
                 anyhow::anyhow!(
                     "the admin listener's entries from {start} (limit {limit}): {problem}; the checkpoint covers {} entries",
                     head.size
@@ -190,15 +216,8 @@ fn export(args: &ExportArgs) -> anyhow::Result<()> {
         writer.finish()?.into_inner().map_err(|e| e.into_error())?;
         Ok::<_, anyhow::Error>(())
     })
-    .with_context(|| format!("--out {}: nothing written", args.out.display()))?;
-    println!(
-        "{}: {} entries of {}, with its signed head (check it with `xborder audit verify {} --vkey …`)",
-        args.out.display(),
-        head.size,
-        head.origin,
-        args.out.display()
-    );
-    Ok(())
+    .with_context(|| format!("--out {}: nothing written", out.display()))?;
+    Ok(head)
 }
 
 /// The head a note states, without checking its signature: the exporter
@@ -479,49 +498,4 @@ fn show(args: &ShowArgs) -> anyhow::Result<()> {
 
 fn parse_time(text: &str) -> Result<Timestamp, String> {
     Timestamp::parse(text).map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pages_split_into_entry_lines() {
-        assert_eq!(
-            page_lines(b"{\"a\":1}\n{}\n", 2),
-            Ok(vec![&b"{\"a\":1}"[..], b"{}"])
-        );
-        assert_eq!(page_lines(b"{}", 5), Ok(vec![&b"{}"[..]]));
-        assert_eq!(page_lines(b"", 5), Err("no entries".to_owned()));
-        assert_eq!(page_lines(b"\n", 5), Err("no entries".to_owned()));
-        assert_eq!(
-            page_lines(b"{}\n\n{}\n", 5),
-            Err("an empty line".to_owned())
-        );
-        assert!(page_lines(b"{}\n{}\n{}\n", 2).is_err());
-    }
-
-    #[test]
-    fn the_exporter_reads_a_heads_size_without_its_key() {
-        let head = Checkpoint {
-            origin: "ee.xborder.test/audit".to_owned(),
-            size: 42,
-            root: [3; 32],
-        };
-        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-        let note = crate::audit::checkpoint::sign(&head, &head.origin, &key).unwrap();
-        assert_eq!(unverified_head(&note), Some(head));
-        assert_eq!(unverified_head("ee.xborder.test/audit\n42\n"), None);
-    }
-
-    #[test]
-    fn receipts_are_read_from_the_jws_payload() {
-        assert!(receipt_payload("a.b").is_err());
-        assert!(receipt_payload("a.!!.c").is_err());
-        let err = receipt_payload(&format!("a.{}.c", URL_SAFE_NO_PAD.encode("{}"))).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("not a transfer receipt"),
-            "{err:#}"
-        );
-    }
 }
