@@ -102,6 +102,9 @@ pub enum VerifyError {
     Missing { index: u64, found: u64 },
     #[error("entry {index}: changed: {why}")]
     Changed { index: u64, why: String },
+    /// A signed head of the empty log whose root is not the empty root.
+    #[error("the checkpoint signs an empty log with a root that is not the empty log's")]
+    EmptyRoot,
     #[error("{}", size_mismatch(*.checkpoint, *.entries))]
     CheckpointSize { checkpoint: u64, entries: u64 },
     #[error("the export's header says {header} entries, its checkpoint signs {checkpoint}")]
@@ -196,7 +199,9 @@ pub fn verify(export: &Export, vkey: &str, since: Option<&str>) -> Result<Verifi
         // Every entry chained to the one before: whatever changed is not
         // covered by any later `prev`, which is the last entry (or a
         // rewrite that re-chained everything after the change).
-        let last = entries.saturating_sub(1);
+        let Some(last) = entries.checked_sub(1) else {
+            return Err(VerifyError::EmptyRoot);
+        };
         return Err(VerifyError::Changed {
             index: last,
             why: format!(
@@ -411,14 +416,8 @@ fn consistent(
     key_name: &str,
     key: &VerifyingKey,
 ) -> Result<Checkpoint, VerifyError> {
+    // `open` holds both heads to the key's name: they are of one log.
     let old = open(note, Note::Since, key_name, key)?;
-    if old.origin != head.origin {
-        return Err(VerifyError::Origin {
-            note: Note::Since,
-            expected: head.origin.clone(),
-            found: old.origin,
-        });
-    }
     if old.size > head.size {
         return Err(VerifyError::SinceLarger {
             old_size: old.size,

@@ -178,8 +178,16 @@ fn a_genuine_export_verifies_after_a_round_trip_through_its_file() {
             since: None,
         })
     );
-    // The empty log verifies too.
+    // The empty log verifies too, but not with a head of another root.
     assert_eq!(check(&Log::new().export()).map(|v| v.size), Ok(0));
+    let mut empty = Log::new().export();
+    let bogus = Checkpoint {
+        origin: ORIGIN.to_owned(),
+        size: 0,
+        root: [0; 32],
+    };
+    empty.header.checkpoint = sign(&bogus, ORIGIN, &key()).unwrap();
+    assert_eq!(check(&empty), Err(VerifyError::EmptyRoot));
 }
 
 #[test]
