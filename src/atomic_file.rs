@@ -22,6 +22,18 @@ pub enum Readers {
 }
 
 pub fn write(path: &Path, contents: &[u8], readers: Readers) -> io::Result<()> {
+    write_with(path, readers, |file| file.write_all(contents))
+}
+
+/// Like [`write`] for contents made piece by piece (an export streamed page
+/// by page): `fill` writes into the temporary file, which replaces `path`
+/// only if `fill` returns `Ok`; on an error it is removed and `path` is left
+/// as it was. `fill` flushes any buffer it wraps the file in.
+pub fn write_with<T, E: From<io::Error>>(
+    path: &Path,
+    readers: Readers,
+    fill: impl FnOnce(&mut File) -> Result<T, E>,
+) -> Result<T, E> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -34,10 +46,11 @@ pub fn write(path: &Path, contents: &[u8], readers: Readers) -> io::Result<()> {
         tmp.as_file()
             .set_permissions(Permissions::from_mode(0o644))?;
     }
-    tmp.write_all(contents)?;
+    let made = fill(tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()
+    File::open(dir)?.sync_all()?;
+    Ok(made)
 }
 
 #[cfg(test)]
@@ -63,5 +76,25 @@ mod tests {
             0o644
         );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_failed_fill_leaves_the_old_file_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("export");
+        std::fs::write(&path, "old").unwrap();
+        let failed = write_with(&path, Readers::Owner, |file| {
+            file.write_all(b"half of a new")?;
+            Err::<(), _>(io::Error::other("the source went away"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        write_with(&path, Readers::Owner, |file| {
+            file.write_all(b"new, ")?;
+            file.write_all(b"in pieces")
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new, in pieces");
     }
 }

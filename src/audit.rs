@@ -7,7 +7,8 @@
 //! [`entry`] says what one entry records and how it is pseudonymised;
 //! [`merkle`] and [`checkpoint`] are the pure cryptography; the store appends
 //! entries in the same transaction as the change each records; [`LogKey`]
-//! signs the heads the admin API hands out.
+//! signs the heads the admin API hands out. An oversight body takes the log
+//! away as an [`export`] file and checks it offline with [`verify`].
 
 use std::path::Path;
 
@@ -19,7 +20,9 @@ use merkle::Hash;
 
 pub mod checkpoint;
 pub mod entry;
+pub mod export;
 pub mod merkle;
+pub mod verify;
 
 /// The log's name and the Ed25519 key that signs its tree heads. The key's
 /// name in the signed notes is the origin, as C2SP recommends.

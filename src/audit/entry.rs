@@ -258,6 +258,22 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every kind [`Event::kind`] returns, for tools that filter by kind.
+    pub const KINDS: [&'static str; 12] = [
+        "request_filed",
+        "finding",
+        "approval",
+        "request_denied",
+        "grant_issued",
+        "grant_validated",
+        "grant_ended",
+        "transfer_allowed",
+        "transfer_denied",
+        "transfer_completed",
+        "gateway_started",
+        "tls_reloaded",
+    ];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::RequestFiled { .. } => "request_filed",
@@ -460,6 +476,17 @@ mod tests {
         assert!(e.to_string().contains("64 hex digits"), "{e}");
         std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
         assert!(Pseudonymiser::from_file(&path).is_ok());
+    }
+
+    #[test]
+    fn every_listed_kind_is_a_variant() {
+        for kind in Event::KINDS {
+            // A known tag fails on its missing fields, an unknown one on the tag.
+            let err = serde_json::from_str::<Event>(&format!(r#"{{"kind":"{kind}"}}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("missing field"), "{kind}: {err}");
+        }
     }
 
     #[test]

@@ -398,6 +398,12 @@ fn split(n: u64) -> u64 {
     1 << (63 - (n - 1).leading_zeros())
 }
 
+/// Whether two hashes are equal, compared without an early exit, for
+/// verifiers outside this module (see [`equal_or`]).
+pub fn same_hash(a: &Hash, b: &Hash) -> bool {
+    equal_or(a, b, ProofError::Mismatch).is_ok()
+}
+
 /// Hash comparison without an early exit (STYLE rule 7; these hashes are
 /// public, but one rule everywhere is easier to audit than exceptions).
 fn equal_or(a: &Hash, b: &Hash, error: ProofError) -> Result<(), ProofError> {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod admin_client;
+pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod example_upstream;
@@ -61,6 +62,9 @@ enum Command {
     /// Explain how the configured policy would decide a request, offline.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// The audit log, for oversight: export it, verify it offline, list and show entries.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -76,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Request(cmd) => request::run(cmd),
         Command::Grant(cmd) => grant::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

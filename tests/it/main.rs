@@ -4,6 +4,7 @@
 
 mod admin_ops;
 mod audit_api;
+mod audit_cli;
 mod binary;
 mod border;
 mod cli_admin;
