@@ -5,9 +5,10 @@
 //! in CSV and Markdown `<k` for a suppressed count, `suppressed` for bytes
 //! summed over fewer than k transfers, `withheld` for bytes under noise.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::{Cell, Outcome, Published};
+use crate::clock::Timestamp;
 
 /// What a hidden value stands for, which decides how text shows it.
 #[derive(Clone, Copy)]
@@ -19,78 +20,61 @@ enum Kind {
 impl Published {
     /// Pretty JSON, one object; see the module docs for hidden values.
     pub fn to_json(&self) -> String {
-        let row = |fields: &[(&str, Cell)], mut object: serde_json::Map<String, Value>| {
-            let mut suppressed = Vec::new();
-            for (name, cell) in fields {
-                let value = match cell {
-                    Cell::Shown(n) => json!(n),
-                    Cell::Suppressed | Cell::Withheld => {
-                        suppressed.push(*name);
-                        Value::Null
-                    }
-                };
-                object.insert((*name).to_owned(), value);
-            }
-            object.insert("suppressed".to_owned(), json!(suppressed));
-            Value::Object(object)
-        };
-        let keys = |pairs: &[(&str, &str)]| {
-            pairs
+        let report = JsonReport {
+            report: "transparency",
+            period: JsonPeriod {
+                from: self.from,
+                to: self.to,
+            },
+            as_of: self.as_of,
+            publication: JsonPublication {
+                k: self.k,
+                epsilon: self.epsilon.map(|e| e.value()),
+                plaintext_bytes: if self.epsilon.is_some() {
+                    "withheld"
+                } else {
+                    "published"
+                },
+            },
+            notes: self.notes(),
+            requests: self
+                .requests
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), json!(v)))
-                .collect::<serde_json::Map<_, _>>()
-        };
-        let requests: Vec<Value> = self
-            .requests
-            .iter()
-            .map(|r| {
-                row(
-                    &[("count", r.count)],
-                    keys(&[
-                        ("jurisdiction", &r.cell.jurisdiction),
-                        ("category", &r.cell.category),
-                        ("outcome", r.cell.outcome.as_str()),
-                    ]),
-                )
-            })
-            .collect();
-        let grants_ended: Vec<Value> = self
-            .grants_ended
-            .iter()
-            .map(|e| row(&[("count", e.count)], keys(&[("cause", &e.cause)])))
-            .collect();
-        let transfers: Vec<Value> = self
-            .transfers
-            .iter()
-            .map(|t| {
-                row(
-                    &[
+                .map(|r| JsonRequests {
+                    jurisdiction: &r.cell.jurisdiction,
+                    category: &r.cell.category,
+                    outcome: r.cell.outcome.as_str(),
+                    count: shown(r.count),
+                    suppressed: hidden(&[("count", r.count)]),
+                })
+                .collect(),
+            grants_ended: self
+                .grants_ended
+                .iter()
+                .map(|e| JsonEndings {
+                    cause: &e.cause,
+                    count: shown(e.count),
+                    suppressed: hidden(&[("count", e.count)]),
+                })
+                .collect(),
+            transfers: self
+                .transfers
+                .iter()
+                .map(|t| JsonTransfers {
+                    jurisdiction: &t.cell.jurisdiction,
+                    category: &t.cell.category,
+                    complete: shown(t.complete),
+                    incomplete: shown(t.incomplete),
+                    plaintext_bytes: shown(t.plaintext_bytes),
+                    suppressed: hidden(&[
                         ("complete", t.complete),
                         ("incomplete", t.incomplete),
                         ("plaintext_bytes", t.plaintext_bytes),
-                    ],
-                    keys(&[
-                        ("jurisdiction", &t.cell.jurisdiction),
-                        ("category", &t.cell.category),
                     ]),
-                )
-            })
-            .collect();
-        let report = json!({
-            "report": "transparency",
-            "period": { "from": self.from, "to": self.to },
-            "as_of": self.as_of,
-            "publication": {
-                "k": self.k,
-                "epsilon": self.epsilon.map(|e| e.value()),
-                "plaintext_bytes": if self.epsilon.is_some() { "withheld" } else { "published" },
-            },
-            "notes": self.notes(),
-            "requests": requests,
-            "grants_ended": grants_ended,
-            "transfers": transfers,
-        });
-        let mut text = serde_json::to_string_pretty(&report).expect("a JSON value always prints");
+                })
+                .collect(),
+        };
+        let mut text = serde_json::to_string_pretty(&report).expect("a report always serialises");
         text.push('\n');
         text
     }
@@ -188,9 +172,6 @@ impl Published {
                 })
                 .collect();
             md_table(&mut out, &header, 2, &rows);
-            out.push_str(
-                "\nA request for several categories is counted once under each of them.\n",
-            );
         }
 
         out.push_str("\n## Grants ended, by cause\n\n");
@@ -283,6 +264,77 @@ impl Published {
             (Cell::Withheld, _) => "withheld".to_owned(),
         }
     }
+}
+
+// The JSON form, fields in the order they print.
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    report: &'static str,
+    period: JsonPeriod,
+    as_of: Timestamp,
+    publication: JsonPublication,
+    notes: Vec<String>,
+    requests: Vec<JsonRequests<'a>>,
+    grants_ended: Vec<JsonEndings<'a>>,
+    transfers: Vec<JsonTransfers<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonPeriod {
+    from: Timestamp,
+    /// Excluded.
+    to: Timestamp,
+}
+
+#[derive(Serialize)]
+struct JsonPublication {
+    k: u64,
+    epsilon: Option<f64>,
+    plaintext_bytes: &'static str,
+}
+
+#[derive(Serialize)]
+struct JsonRequests<'a> {
+    jurisdiction: &'a str,
+    category: &'a str,
+    outcome: &'static str,
+    count: Option<u64>,
+    suppressed: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct JsonEndings<'a> {
+    cause: &'a str,
+    count: Option<u64>,
+    suppressed: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct JsonTransfers<'a> {
+    jurisdiction: &'a str,
+    category: &'a str,
+    complete: Option<u64>,
+    incomplete: Option<u64>,
+    plaintext_bytes: Option<u64>,
+    suppressed: Vec<&'static str>,
+}
+
+/// A shown value, or `null`.
+fn shown(cell: Cell) -> Option<u64> {
+    match cell {
+        Cell::Shown(n) => Some(n),
+        Cell::Suppressed | Cell::Withheld => None,
+    }
+}
+
+/// The names of the values that are not shown.
+fn hidden(cells: &[(&'static str, Cell)]) -> Vec<&'static str> {
+    cells
+        .iter()
+        .filter(|(_, cell)| shown(*cell).is_none())
+        .map(|(name, _)| *name)
+        .collect()
 }
 
 /// A field quoted per RFC 4180 when it holds a comma, a quote or a line end.
