@@ -140,7 +140,30 @@ impl AdminClient {
         self.call(Method::POST, path, Some(body))
     }
 
+    /// A GET whose successful answer is text to show as it is (a report in
+    /// CSV or Markdown, say) rather than JSON.
+    pub fn get_text(&self, path: &str) -> Result<String, AdminError> {
+        let (status, body) = self.exchange(Method::GET, path, None)?;
+        if status.is_success() {
+            return String::from_utf8(body.to_vec()).map_err(|_| unexpected(status, &body));
+        }
+        Err(refusal(status, &body))
+    }
+
     fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, AdminError> {
+        let (status, body) = self.exchange(method, path, body)?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|_| unexpected(status, &body));
+        }
+        Err(refusal(status, &body))
+    }
+
+    fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Bytes), AdminError> {
         let unreachable = |source| AdminError::Unreachable {
             addr: self.addr.to_string(),
             source,
@@ -157,7 +180,7 @@ impl AdminClient {
                 header::HeaderValue::from_static("application/json"),
             );
         }
-        let (status, body) = self.runtime.block_on(async {
+        self.runtime.block_on(async {
             let mut conn = self
                 .client
                 .connect(self.addr, &self.server_name)
@@ -165,19 +188,23 @@ impl AdminClient {
                 .map_err(unreachable)?;
             let response = conn.send(request).await.map_err(unreachable)?;
             let (parts, body) = client::collect(response).await.map_err(unreachable)?;
-            Ok::<_, AdminError>((parts.status, body))
-        })?;
-        let unexpected = || AdminError::Unexpected {
-            status,
-            body: String::from_utf8_lossy(&body).chars().take(512).collect(),
-        };
-        if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|_| unexpected());
-        }
-        match serde_json::from_slice::<ProblemAnswer>(&body) {
-            Ok(problem) => Err(AdminError::Problem(problem)),
-            Err(_) => Err(unexpected()),
-        }
+            Ok((parts.status, body))
+        })
+    }
+}
+
+/// A failed answer: the problem it states, or what arrived instead.
+fn refusal(status: StatusCode, body: &[u8]) -> AdminError {
+    match serde_json::from_slice::<ProblemAnswer>(body) {
+        Ok(problem) => AdminError::Problem(problem),
+        Err(_) => unexpected(status, body),
+    }
+}
+
+fn unexpected(status: StatusCode, body: &[u8]) -> AdminError {
+    AdminError::Unexpected {
+        status,
+        body: String::from_utf8_lossy(body).chars().take(512).collect(),
     }
 }
 
