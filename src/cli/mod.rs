@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod grant;
 pub mod pki;
 pub mod policy;
+pub mod report;
 pub mod request;
 pub mod serve;
 
@@ -61,6 +62,9 @@ enum Command {
     /// Explain how the configured policy would decide a request, offline.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Transparency reports, from an audit export or the admin listener.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -76,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Request(cmd) => request::run(cmd),
         Command::Grant(cmd) => grant::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Report(cmd) => report::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
