@@ -30,8 +30,8 @@
 //!   from 1 to k−1 is shown as `<k`, and a byte sum over fewer than k
 //!   transfers is suppressed with it. Zero is shown as 0. Tables are complete
 //!   grids (every jurisdiction that appears × the standard categories and any
-//!   other that appears × every outcome or cause), so the absence of a row
-//!   says nothing.
+//!   other that appears × every outcome or cause), so whether a row appears
+//!   does not tell which categories a jurisdiction asked for.
 //!   *Protects*: a reader of one report cannot tell how small a small group
 //!   is, e.g. whether one or four requests of a kind were denied.
 //!   *Does not protect*: the group's existence (`<5` is not 0); anything
