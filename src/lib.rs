@@ -70,6 +70,7 @@ pub mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod ratelimit;
+pub mod report;
 pub mod request;
 pub mod review;
 pub mod server;

@@ -151,6 +151,16 @@ impl AdminClient {
         }
     }
 
+    /// A GET whose successful answer is text to show as it is (a report in
+    /// CSV or Markdown, say) rather than JSON.
+    pub fn get_text(&self, path: &str) -> Result<String, AdminError> {
+        let (status, body) = self.exchange(Method::GET, path, None)?;
+        if status.is_success() {
+            return String::from_utf8(body.to_vec()).map_err(|_| unexpected(status, &body));
+        }
+        Err(refusal(status, &body))
+    }
+
     fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, AdminError> {
         let (status, body) = self.exchange(method, path, body)?;
         if status.is_success() {

@@ -30,10 +30,10 @@ use crate::transfer::receipt::Receipt;
 mod tests;
 
 /// The admin API's signed head of the audit log (a C2SP signed note).
-const CHECKPOINT_PATH: &str = "/admin/v1/audit/checkpoint";
+const CHECKPOINT_PATH: &str = "/v1/audit/checkpoint";
 /// The admin API's entries: `?start=S&limit=L` answers up to L entry lines
 /// from index S as NDJSON.
-const ENTRIES_PATH: &str = "/admin/v1/audit/entries";
+const ENTRIES_PATH: &str = "/v1/audit/entries";
 
 #[derive(Subcommand)]
 pub enum AuditCommand {

@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod grant;
 pub mod pki;
 pub mod policy;
+pub mod report;
 pub mod request;
 pub mod serve;
 
@@ -65,6 +66,9 @@ enum Command {
     /// The audit log, for oversight: export it, verify it offline, list and show entries.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Transparency reports, from an audit export or the admin listener.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -81,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Grant(cmd) => grant::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Report(cmd) => report::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@
 //! | `POST /v1/grants/{id}/validate` | approver |
 //! | `POST /v1/grants/{id}/revoke` | approver or operator |
 //! | `GET /v1/audit/...` (see [`super::audit`]) | any |
+//! | `GET /v1/reports/transparency?from=&to=[&format=&k=&epsilon=]` | any |
 //!
 //! "any" is any role; the `auditor` role reads the audit log and reports
 //! only, never a request or grant (those hold targets in clear).
@@ -81,6 +82,12 @@ async fn dispatch(
                 "roles": roles,
             }),
         ));
+    }
+    if path == crate::report::ADMIN_PATH {
+        if method != Method::GET {
+            return Err(Problem::MethodNotAllowed);
+        }
+        return super::audit::transparency_report(shared, query.as_deref()).await;
     }
     if let Some(segments) = api::segments(&path, "/v1/audit") {
         if method != Method::GET {

@@ -11,7 +11,8 @@
 //! | `GET /v1/audit/proofs/consistency?old=[&new=]` | a consistency proof, JSON |
 //!
 //! Sizes default to the log's current size; hashes are standard base64, as
-//! in checkpoints.
+//! in checkpoints. The transparency report (`GET /v1/reports/transparency`)
+//! is computed here too, from the log's entries.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -21,9 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use super::api::{self, json};
 use super::{Body, Shared};
+use crate::audit::entry::Entry;
 use crate::audit::merkle::Hash;
 use crate::error::Problem;
 use crate::identity::PeerIdentity;
+use crate::report::{self, Epsilon, Publication, ReportQuery};
 use crate::store::{MAX_AUDIT_PAGE, StoreError};
 use crate::transfer::receipt::TransferId;
 
@@ -96,6 +99,42 @@ pub(super) async fn admin(
         }
         _ => Err(Problem::RouteNotFound),
     }
+}
+
+/// `GET /v1/reports/transparency` on admin: the report computed from the
+/// whole log, published with the deployment's defaults unless the query
+/// says otherwise (see [`crate::report`]).
+pub(super) async fn transparency_report(
+    shared: &Shared,
+    query: Option<&str>,
+) -> Result<Response<Body>, Problem> {
+    let query =
+        ReportQuery::parse(query.unwrap_or("")).map_err(|e| Problem::InvalidRequest(e.0))?;
+    let store = &shared.review.store;
+    // Decisions and transfers join on earlier entries (a transfer's grant, a
+    // request's decision), so the report reads the log from the start.
+    let mut entries = Vec::new();
+    loop {
+        let page = store
+            .audit_entries(entries.len() as u64, MAX_AUDIT_PAGE)
+            .await
+            .map_err(store_problem)?;
+        if page.is_empty() {
+            break;
+        }
+        for line in page {
+            let entry = Entry::parse(&line).map_err(|e| Problem::Internal(Box::new(e)))?;
+            entries.push(entry);
+        }
+    }
+    let settings = shared.config.reports;
+    let defaults = Publication {
+        k: settings.k_anonymity,
+        epsilon: settings.epsilon.and_then(Epsilon::new),
+    };
+    let (content_type, body) = report::render(entries, &query, shared.review.now(), &defaults)
+        .map_err(|e| Problem::InvalidRequest(e.0))?;
+    Ok(with_type(body.into_bytes(), content_type))
 }
 
 /// `GET /v1/transfers/{id}/inclusion` on the border: the grantee's proof

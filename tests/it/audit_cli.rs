@@ -136,8 +136,8 @@ impl Ids {
                 reason_sha256: None,
             },
             Event::TlsReloaded {
-                certificate: hex::encode([3; 32]),
-                trust_sha256: hex::encode([4; 32]),
+                tls_sha256: hex::encode([3; 32]),
+                forced: true,
             },
         ]
     }

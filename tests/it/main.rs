@@ -16,6 +16,7 @@ mod metrics;
 mod pki;
 mod prometheus;
 mod reload;
+mod report_cli;
 mod review;
 mod store;
 mod support;
