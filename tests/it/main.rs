@@ -5,6 +5,7 @@
 mod admin_ops;
 mod audit_api;
 mod audit_cli;
+mod audit_tamper;
 mod binary;
 mod border;
 mod cli_admin;
