@@ -9,6 +9,12 @@
 //! the same ciphertext hash and size. Decryption writes to another temporary
 //! file that is renamed onto the output only when all of it decrypted: no
 //! partial plaintext is ever left at the output path.
+//!
+//! The receipt's entry must also be in the gateway's audit log: the fetch
+//! asks for an inclusion proof under a freshly signed tree head and checks
+//! it against the log's verifier key (`GET /v1/audit/vkey`, over the same
+//! authenticated connection as the receipt keys), so a receipt the gateway
+//! signed but never logged is refused.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,8 +25,11 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 
+use crate::audit::checkpoint::Checkpoint;
+use crate::audit::verify::verify_receipt_inclusion;
 use crate::client::{self, ClientError, Connection};
 use crate::grant::token::{Jwks, verify_receipt_with};
+use crate::server::ReceiptInclusion;
 use crate::transfer::receipt::Receipt;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +65,8 @@ pub enum FetchError {
         want: String,
         want_bytes: u64,
     },
+    #[error("the receipt is not proven to be in the gateway's audit log: {0}")]
+    NotLogged(String),
     #[error("decryption failed: {0} (wrong identity, or the payload was altered)")]
     Decrypt(String),
     #[error("cannot write {path}: {source}")]
@@ -69,6 +80,8 @@ pub enum FetchError {
 #[derive(Debug)]
 pub struct Fetched {
     pub receipt: Receipt,
+    /// The signed tree head the receipt's entry was proven to be in.
+    pub logged_in: Checkpoint,
     pub out: PathBuf,
 }
 
@@ -123,6 +136,7 @@ pub async fn fetch(
     let got = hex::encode(hash.finalize());
 
     let receipt = receipt(conn, &transfer, token, &issuer).await?;
+    let logged_in = inclusion(conn, &transfer, token, &receipt).await?;
     if let Some(cause) = receipt.incomplete {
         return Err(FetchError::Incomplete(cause.as_str().to_owned()));
     }
@@ -170,8 +184,64 @@ pub async fn fetch(
     })?;
     Ok(Fetched {
         receipt,
+        logged_in,
         out: out.to_owned(),
     })
+}
+
+/// Proves that `receipt`'s entry is in the gateway's signed audit log.
+async fn inclusion(
+    conn: &mut Connection,
+    transfer: &str,
+    token: &str,
+    receipt: &Receipt,
+) -> Result<Checkpoint, FetchError> {
+    let not_logged = FetchError::NotLogged;
+    let (parts, vkey) = client::collect(
+        conn.send(client::bearer_get(uri("/v1/audit/vkey")?, token))
+            .await?,
+    )
+    .await?;
+    if parts.status != StatusCode::OK {
+        return Err(not_logged(format!(
+            "GET /v1/audit/vkey answered {}",
+            parts.status
+        )));
+    }
+    let vkey = std::str::from_utf8(&vkey)
+        .map_err(|_| not_logged("the verifier key is not text".into()))?
+        .trim()
+        .to_owned();
+    let path = format!("/v1/transfers/{transfer}/inclusion");
+    let (status, answer) = get_json(conn, &path, token).await?;
+    if status != StatusCode::OK {
+        return Err(not_logged(format!(
+            "{path} answered {status}: {}",
+            answer["code"]
+        )));
+    }
+    let proof: ReceiptInclusion =
+        serde_json::from_value(answer).map_err(|e| not_logged(format!("{path}: {e}")))?;
+    let hashes = proof
+        .proof
+        .iter()
+        .map(|h| {
+            base64::engine::general_purpose::STANDARD
+                .decode(h)
+                .ok()
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| not_logged(format!("{path}: `{h}` is not a base64 SHA-256 hash")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    verify_receipt_inclusion(
+        proof.entry.as_bytes(),
+        proof.index,
+        &hashes,
+        &proof.checkpoint,
+        &vkey,
+        receipt,
+    )
+    .map_err(|e| not_logged(e.to_string()))
 }
 
 /// Fetches and verifies the receipt of `transfer`; it is written as the

@@ -201,6 +201,11 @@ async fn walk_through(args: DemoArgs) -> anyhow::Result<()> {
         &receipt.ciphertext_sha256[..16]
     ));
     say(&format!(
+        "its entry {} is in EE's audit log: inclusion proven under EE's signed tree head of {} entries",
+        receipt.audit_index.unwrap_or_default(),
+        fetched.logged_in.size
+    ));
+    say(&format!(
         "decrypted with FI's age identity: {}",
         std::fs::read_to_string(&out)?
     ));
@@ -231,6 +236,12 @@ async fn walk_through(args: DemoArgs) -> anyhow::Result<()> {
     );
     say(&anonymous_attempt(&fi_config, border).await);
 
+    step(
+        12,
+        "An oversight body takes EE's audit log away and verifies it offline.",
+    );
+    say(&audit_log(&mut reviewer).await?);
+
     if args.keep_running {
         println!();
         println!("Serving until Ctrl-C. Files: {}", dir.path().display());
@@ -246,7 +257,7 @@ async fn walk_through(args: DemoArgs) -> anyhow::Result<()> {
     running.await.context("gateway task")?;
     println!();
     println!(
-        "Demo finished: filed, refused what was too broad, reviewed, granted, transferred, revoked."
+        "Demo finished: filed, refused what was too broad, reviewed, granted, transferred, revoked, audited."
     );
     Ok(())
 }
@@ -258,6 +269,54 @@ fn read_age_identity(path: &std::path::Path) -> anyhow::Result<age::x25519::Iden
         .find(|l| l.starts_with("AGE-SECRET-KEY-"))
         .and_then(|l| l.parse().ok())
         .with_context(|| format!("{}: no age X25519 identity", path.display()))
+}
+
+/// Exports the log over admin as `xborder audit export` does, and checks it
+/// as `xborder audit verify` does; what was verified, in one line.
+async fn audit_log(admin: &mut crate::client::Connection) -> anyhow::Result<String> {
+    use crate::audit::{checkpoint, entry::Entry, export, verify};
+    let vkey = admin_text(admin, "/v1/audit/vkey").await?.trim().to_owned();
+    let note = admin_text(admin, "/v1/audit/checkpoint").await?;
+    let (name, key) = checkpoint::parse_vkey(&vkey)?;
+    let head = checkpoint::open(&note, &name, &key)?;
+    let page = admin_text(
+        admin,
+        &format!("/v1/audit/entries?start=0&limit={}", head.size),
+    )
+    .await?;
+    let entries: Vec<Vec<u8>> = page.lines().map(|line| line.as_bytes().to_vec()).collect();
+    let mut kinds = std::collections::BTreeMap::<&'static str, usize>::new();
+    for line in &entries {
+        *kinds.entry(Entry::parse(line)?.event.kind()).or_default() += 1;
+    }
+    let log = export::Export {
+        header: export::Header {
+            origin: head.origin.clone(),
+            size: head.size,
+            checkpoint: note,
+        },
+        entries,
+    };
+    let verified = verify::verify(&log, &vkey, None)?;
+    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    Ok(format!(
+        "{} entries under {}'s signed tree head, recomputed and verified with its key alone: {}; \
+         targets appear only as keyed pseudonyms",
+        verified.size,
+        verified.origin,
+        kinds.join(", ")
+    ))
+}
+
+/// A GET on the admin listener whose answer is text.
+async fn admin_text(admin: &mut crate::client::Connection, path: &str) -> anyhow::Result<String> {
+    let (parts, body) = client::collect(admin.send(client::get(path.parse()?)).await?).await?;
+    anyhow::ensure!(
+        parts.status == StatusCode::OK,
+        "GET {path} -> {}",
+        parts.status
+    );
+    Ok(String::from_utf8(body.to_vec())?)
 }
 
 /// One JSON exchange; the status and the JSON answer (or `null`).

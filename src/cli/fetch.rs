@@ -87,12 +87,16 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
         let fetched = crate::fetch::fetch(&mut conn, &path, &token, &identity, &args.out).await?;
         let r = &fetched.receipt;
         println!(
-            "{}: {} bytes decrypted; transfer {} under grant {}, receipt verified (ciphertext SHA-256 {})",
+            "{}: {} bytes decrypted; transfer {} under grant {}, receipt verified (ciphertext SHA-256 {}); \
+             receipt logged as audit entry {} of {}'s tree of {}",
             fetched.out.display(),
             r.plaintext_bytes,
             r.transfer_id,
             r.grant_id,
-            r.ciphertext_sha256
+            r.ciphertext_sha256,
+            r.audit_index.unwrap_or_default(),
+            fetched.logged_in.origin,
+            fetched.logged_in.size,
         );
         Ok(())
     })

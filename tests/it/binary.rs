@@ -350,6 +350,9 @@ fn the_demo_walks_through_and_exits_zero() {
         // The anonymous client's own words vary (an alert, or a reset under
         // load); what matters is that it was refused.
         "turned away during the handshake.\n   refused: ",
+        "is in EE's audit log: inclusion proven under EE's signed tree head",
+        "recomputed and verified with its key alone: ",
+        "2 transfer_denied",
     ] {
         assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
     }
