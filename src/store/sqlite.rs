@@ -66,6 +66,23 @@ impl SqliteStore {
         })
     }
 
+    /// Appends `events`, all at `at`, in one transaction; returns the index
+    /// of the last (`None` for none). For bulk imports and benchmarks: the
+    /// gateway itself records each event with the change it belongs to.
+    pub async fn record_all(
+        &self,
+        at: Timestamp,
+        events: Vec<Event>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let last = audit::append_all(&tx, at, events)?;
+            tx.commit()?;
+            Ok(last)
+        })
+        .await
+    }
+
     /// Runs `f` on the connection on tokio's blocking pool.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
