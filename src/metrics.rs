@@ -349,6 +349,34 @@ impl StoreMetrics {
     }
 }
 
+/// The audit log: `xborder_audit_log_entries` (its size, refreshed when
+/// `/metrics` is scraped) and `xborder_audit_append_failures_total` (events
+/// that happened but could not be logged: a denial, a reload; page on it).
+#[derive(Clone)]
+pub struct AuditMetrics {
+    pub entries: IntGauge,
+    pub append_failures: prometheus::IntCounter,
+}
+
+impl AuditMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let entries = IntGauge::new(
+            "xborder_audit_log_entries",
+            "Entries in the audit log (its tree size).",
+        )?;
+        let append_failures = prometheus::IntCounter::new(
+            "xborder_audit_append_failures_total",
+            "Events that happened but could not be appended to the audit log.",
+        )?;
+        registry.register(Box::new(entries.clone()))?;
+        registry.register(Box::new(append_failures.clone()))?;
+        Ok(Self {
+            entries,
+            append_failures,
+        })
+    }
+}
+
 /// `xborder_certificate_expiry_timestamp_seconds{certificate}`, from the
 /// current TLS snapshot.
 #[derive(Clone)]

@@ -23,15 +23,16 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::LogKey;
 use crate::audit::entry::{Event, Pseudonymiser};
+use crate::audit::{LogKey, Recorder};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors};
 use crate::grant::scheduler;
 use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
 use crate::identity::Jurisdiction;
 use crate::metrics::{
-    self, CertificateMetrics, GrantMetrics, ListenerMetrics, StoreMetrics, TransferMetrics,
+    self, AuditMetrics, CertificateMetrics, GrantMetrics, ListenerMetrics, StoreMetrics,
+    TransferMetrics,
 };
 use crate::ratelimit::RateLimiter;
 use crate::review::{GrantEnded, Review};
@@ -100,6 +101,9 @@ pub(crate) struct Shared {
     pub review: Arc<Review>,
     /// Signs the audit log's tree heads.
     pub log_key: LogKey,
+    /// Appends the events that change no stored state.
+    pub audit: Recorder,
+    pub audit_metrics: AuditMetrics,
     pub movers: Arc<Movers>,
     /// Rate limiters per jurisdiction pair (holder, requester).
     pub limiters: HashMap<(Jurisdiction, Jurisdiction), Arc<RateLimiter>>,
@@ -204,6 +208,12 @@ impl Gateway {
         let grant_metrics = GrantMetrics::register(&registry)?;
         let store_metrics = StoreMetrics::register(&registry)?;
         let certificate_metrics = CertificateMetrics::register(&registry)?;
+        let audit_metrics = AuditMetrics::register(&registry)?;
+        let audit = Recorder {
+            store: review.store.clone(),
+            clock: review.clock.clone(),
+            failures: audit_metrics.append_failures.clone(),
+        };
         close_interrupted(&review).await?;
         review
             .store
@@ -237,6 +247,8 @@ impl Gateway {
             upstream,
             review,
             log_key,
+            audit,
+            audit_metrics,
             movers,
             limiters,
             draining: CancellationToken::new(),
@@ -330,7 +342,7 @@ impl Gateway {
             shared.config.clone(),
             tls_tx,
             hangup,
-            (shared.review.store.clone(), shared.review.clock.clone()),
+            shared.audit.clone(),
             stop_accepting.clone(),
         ));
 

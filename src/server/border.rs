@@ -38,20 +38,20 @@ pub(super) async fn handle(
             let (status, code, fault) = problem.status_code();
             if route.is_some() && !counted {
                 shared.movers.metrics.refused(&peer.jurisdiction, &problem);
-                let review = &shared.review;
-                let denied = Event::TransferDenied {
-                    peer: peer.spiffe_id.to_string(),
-                    jurisdiction: peer.jurisdiction.to_string(),
-                    code: code.to_owned(),
-                    grant: grant_id,
-                    category,
-                    target: target.map(|t| review.names.target(&t)),
-                };
                 // The denial stands either way; a log that cannot take it is
-                // an operator's emergency, said loudly.
-                if let Err(e) = review.store.record(review.now(), denied).await {
-                    tracing::error!(error = %e, code, "cannot audit a denied transfer");
-                }
+                // an operator's emergency, said loudly by the recorder.
+                let names = &shared.review.names;
+                shared
+                    .audit
+                    .record(Event::TransferDenied {
+                        peer: peer.spiffe_id.to_string(),
+                        jurisdiction: peer.jurisdiction.to_string(),
+                        code: code.to_owned(),
+                        grant: grant_id,
+                        category,
+                        target: target.map(|t| names.target(&t)),
+                    })
+                    .await;
             }
             // Never the token, the target or the Authorization header: the
             // route's prefix and the grant id say which transfer it was.

@@ -64,6 +64,10 @@ async fn refresh(shared: &Shared) {
     let expiries = shared.tls.borrow().expiries.clone();
     shared.certificate_metrics.set(&expiries);
     let store = &shared.review.store;
+    match store.audit_head().await {
+        Ok((size, _)) => shared.audit_metrics.entries.set(size as i64),
+        Err(e) => tracing::warn!(error = %e, "cannot read the audit log's size for the metrics"),
+    }
     match (
         store.requests(None).await,
         store.grants(Some(GrantState::Active)).await,

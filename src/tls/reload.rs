@@ -15,10 +15,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::ServerTls;
+use crate::audit::Recorder;
 use crate::audit::entry::Event;
-use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors};
-use crate::store::Store;
 
 /// Installs the SIGHUP handler. Call it before the gateway announces itself:
 /// a SIGHUP that arrives before a handler exists terminates the process.
@@ -34,12 +33,12 @@ pub fn listen_for_hangup() -> Option<Signal> {
 
 /// Polls the TLS files of `config` and publishes each good new snapshot on
 /// `tx`; reloads at once on `hangup`. Each snapshot published is recorded
-/// in the audit log of `store` (a key rotation is an audited event).
+/// in the audit log (a key rotation is an audited event).
 pub async fn run(
     config: Arc<Config>,
     tx: watch::Sender<Arc<ServerTls>>,
     mut hangup: Option<Signal>,
-    (store, clock): (Arc<dyn Store>, Clock),
+    audit: Recorder,
     shutdown: CancellationToken,
 ) {
     let mut seen = fingerprint(&config);
@@ -61,13 +60,12 @@ pub async fn run(
         match ServerTls::load(&config) {
             Ok(snapshot) => {
                 tx.send_replace(Arc::new(snapshot));
-                let reloaded = Event::TlsReloaded {
-                    tls_sha256: hex::encode(now),
-                    forced,
-                };
-                if let Err(e) = store.record(clock.now(), reloaded).await {
-                    tracing::error!(error = %e, "cannot audit the TLS reload");
-                }
+                audit
+                    .record(Event::TlsReloaded {
+                        tls_sha256: hex::encode(now),
+                        forced,
+                    })
+                    .await;
                 tracing::info!(
                     forced,
                     elapsed_ms = started.elapsed().as_millis() as u64,

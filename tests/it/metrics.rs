@@ -242,9 +242,13 @@ async fn metrics_after_real_traffic_are_accurate_valid_and_bounded() {
         (r#"xborder_requests{state="pending"}"#, 0.0),
         ("xborder_requests_overdue", 0.0),
         ("xborder_grants_active", 1.0),
+        ("xborder_audit_append_failures_total", 0.0),
     ] {
         assert_eq!(sample(name), Some(want), "{name} in\n{text}");
     }
+    // Every request, finding, decision and transfer above is in the audit log.
+    let logged = sample("xborder_audit_log_entries").unwrap_or_default();
+    assert!(logged >= 20.0, "only {logged} audit entries in\n{text}");
     // Nothing was rate limited; the configured requester's series starts at zero.
     assert_eq!(
         sample(r#"xborder_rate_limited_total{jurisdiction="FI"}"#),
