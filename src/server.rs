@@ -31,8 +31,10 @@ use crate::grant::scheduler;
 use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
 use crate::identity::Jurisdiction;
 use crate::metrics::{
-    self, CertificateMetrics, GrantMetrics, ListenerMetrics, StoreMetrics, TransferMetrics,
+    self, CertificateMetrics, GrantMetrics, ListenerMetrics, NoticeMetrics, StoreMetrics,
+    TransferMetrics,
 };
+use crate::notify::Notifier;
 use crate::ratelimit::RateLimiter;
 use crate::review::{GrantEnded, Review};
 use crate::store::StoreError;
@@ -96,6 +98,8 @@ pub(crate) struct Shared {
     pub store_metrics: StoreMetrics,
     /// Certificate expiries of the current TLS snapshot, refreshed at each scrape.
     pub certificate_metrics: CertificateMetrics,
+    /// The notice outbox (refreshed at each scrape) and delivery attempts.
+    pub notice_metrics: NoticeMetrics,
     pub upstream: proxy::Upstream,
     pub review: Arc<Review>,
     /// Signs the audit log's tree heads.
@@ -163,6 +167,7 @@ impl Gateway {
             clock: Clock::system(),
             holder: config.jurisdiction.clone(),
             rearm: Arc::new(tokio::sync::Notify::new()),
+            notices: Arc::new(tokio::sync::Notify::new()),
             ended: tokio::sync::broadcast::channel(1024).0,
         });
         let bind = |listener: &'static str, addr: SocketAddr| async move {
@@ -204,6 +209,7 @@ impl Gateway {
         let grant_metrics = GrantMetrics::register(&registry)?;
         let store_metrics = StoreMetrics::register(&registry)?;
         let certificate_metrics = CertificateMetrics::register(&registry)?;
+        let notice_metrics = NoticeMetrics::register(&registry)?;
         close_interrupted(&review).await?;
         review
             .store
@@ -234,6 +240,7 @@ impl Gateway {
             grant_metrics,
             store_metrics,
             certificate_metrics,
+            notice_metrics,
             upstream,
             review,
             log_key,
@@ -322,6 +329,14 @@ impl Gateway {
             shared.review.clone(),
             stop_accepting.clone(),
         ));
+        let notifier = Notifier::new(
+            shared.review.store.clone(),
+            shared.review.clock.clone(),
+            shared.review.notices.clone(),
+            shared.config.notify.clone(),
+            shared.notice_metrics.clone(),
+        );
+        acceptors.spawn(notifier.run(stop_accepting.clone()));
         acceptors.spawn(forget_idle_rate_keys(
             shared.clone(),
             stop_accepting.clone(),

@@ -26,6 +26,7 @@ use sha2::{Digest as _, Sha256};
 use super::merkle::Hash;
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId};
+use crate::notify::NoticeId;
 use crate::policy::Finding;
 use crate::request::{Request, RequestId};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
@@ -195,6 +196,11 @@ pub enum Event {
         approvers: Vec<String>,
         expires_at: Timestamp,
         validation_due: Option<Timestamp>,
+        /// When the data-subject notice falls due: issue plus the deferral
+        /// the final approver set. Absent only in entries written before
+        /// notices existed, which must still parse and verify.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notice_due: Option<Timestamp>,
         max_bytes: Option<u64>,
         max_transfers: Option<u64>,
         /// The hash of the policy version the final approval was taken under.
@@ -255,11 +261,19 @@ pub enum Event {
     /// New certificates, keys or CRLs were loaded (a rotation), from a file
     /// change or, when `forced`, a SIGHUP.
     TlsReloaded { tls_sha256: String, forced: bool },
+    /// The receiver accepted a grant's data-subject notice (answered
+    /// `status`, a 2xx) after `attempts` recorded attempts. Once per notice.
+    NoticeDelivered {
+        notice: NoticeId,
+        grant: GrantId,
+        attempts: u64,
+        status: u16,
+    },
 }
 
 impl Event {
     /// Every kind [`Event::kind`] returns, for tools that filter by kind.
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 13] = [
         "request_filed",
         "finding",
         "approval",
@@ -272,6 +286,7 @@ impl Event {
         "transfer_completed",
         "gateway_started",
         "tls_reloaded",
+        "notice_delivered",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -288,6 +303,7 @@ impl Event {
             Self::TransferCompleted { .. } => "transfer_completed",
             Self::GatewayStarted { .. } => "gateway_started",
             Self::TlsReloaded { .. } => "tls_reloaded",
+            Self::NoticeDelivered { .. } => "notice_delivered",
         }
     }
 
@@ -324,7 +340,8 @@ impl Event {
         events
     }
 
-    pub fn grant_issued(grant: &Grant, policy: &str) -> Event {
+    /// A grant issued under `policy`, its notice due at `notice_due`.
+    pub fn grant_issued(grant: &Grant, policy: &str, notice_due: Timestamp) -> Event {
         Event::GrantIssued {
             grant: grant.id,
             request: grant.request_id,
@@ -339,6 +356,7 @@ impl Event {
             approvers: grant.approvers.iter().map(ToString::to_string).collect(),
             expires_at: grant.expires_at,
             validation_due: grant.validation_due,
+            notice_due: Some(notice_due),
             max_bytes: grant.quotas.max_bytes,
             max_transfers: grant.quotas.max_transfers,
             policy: policy.to_owned(),
@@ -390,7 +408,8 @@ impl Event {
             | Self::GrantValidated { grant, .. }
             | Self::GrantEnded { grant, .. }
             | Self::TransferAllowed { grant, .. }
-            | Self::TransferCompleted { grant, .. } => Some(*grant),
+            | Self::TransferCompleted { grant, .. }
+            | Self::NoticeDelivered { grant, .. } => Some(*grant),
             Self::TransferDenied { grant, .. } => *grant,
             _ => None,
         }

@@ -64,6 +64,13 @@ fn request() -> Request {
     }
 }
 
+fn decision() -> crate::store::Decision {
+    crate::store::Decision {
+        policy: "policy".into(),
+        notice_after: std::time::Duration::from_secs(60),
+    }
+}
+
 fn sql(store: &SqliteStore, statement: &str) -> rusqlite::Result<usize> {
     store.conn.lock().unwrap().execute(statement, [])
 }
@@ -209,7 +216,7 @@ async fn a_bad_grant_row_names_its_column() {
         at: Timestamp::from_unix_ms(1),
     };
     store
-        .approve(request.id, approval, 1, grant.clone(), "policy")
+        .approve(request.id, approval, 1, grant.clone(), &decision())
         .await
         .unwrap();
 
@@ -362,7 +369,7 @@ async fn transfer_constraints_keep_open_and_closed_rows_whole() {
         at: Timestamp::from_unix_ms(1),
     };
     store
-        .approve(request.id, approval, 1, grant.clone(), "policy")
+        .approve(request.id, approval, 1, grant.clone(), &decision())
         .await
         .unwrap();
     let open = transfer_of(&grant);
