@@ -257,8 +257,11 @@ impl Config {
             list: Vec::new(),
         };
         let mut unknown = Vec::new();
-        let raw: Result<raw::Config, _> = toml::de::Deserializer::parse(text)
-            .and_then(|de| serde_ignored::deserialize(de, |path| unknown.push(path.to_string())));
+        let raw: Result<raw::Config, _> = toml::de::Deserializer::parse(text).and_then(|de| {
+            // serde_ignored writes an optional table as `table.?.key`;
+            // the file says `table.key`.
+            serde_ignored::deserialize(de, |path| unknown.push(path.to_string().replace(".?", "")))
+        });
         for key in unknown {
             errors.push(key, "unknown key");
         }

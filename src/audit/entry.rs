@@ -509,6 +509,39 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_issued_before_notices_existed_still_parses_to_the_same_bytes() {
+        let grant = GrantId::new();
+        let request = RequestId::new();
+        let old = format!(
+            r#"{{"v":1,"index":0,"at":"2026-01-01T00:00:00Z","prev":"{}","event":{{"kind":"grant_issued","grant":"{grant}","request":"{request}","grantee":"spiffe://fi.example/police","jurisdiction":"FI","categories":["subscriber"],"approvers":[],"expires_at":"2026-02-01T00:00:00Z","validation_due":null,"max_bytes":null,"max_transfers":null,"policy":"p"}}}}"#,
+            "00".repeat(32)
+        );
+        let entry = Entry::parse(old.as_bytes()).unwrap();
+        match &entry.event {
+            Event::GrantIssued { notice_due, .. } => assert_eq!(*notice_due, None),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            entry.to_bytes(),
+            old.as_bytes(),
+            "verifiers hash the bytes as written"
+        );
+
+        let mut new = entry.clone();
+        if let Event::GrantIssued { notice_due, .. } = &mut new.event {
+            *notice_due = Some(Timestamp::from_unix_ms(1_800_000_000_000));
+        }
+        let text = String::from_utf8(new.to_bytes()).unwrap();
+        assert!(
+            text.contains(
+                r#""validation_due":null,"notice_due":"2027-01-15T08:00:00Z","max_bytes""#
+            ),
+            "{text}"
+        );
+        assert_eq!(Entry::parse(text.as_bytes()).unwrap(), new);
+    }
+
+    #[test]
     fn entry_bytes_round_trip_and_carry_the_kind() {
         let entry = Entry {
             v: FORMAT,

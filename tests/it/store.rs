@@ -38,6 +38,7 @@ macro_rules! store_suite {
 }
 
 mod audit;
+mod notices;
 
 store_suite!(sqlite, super::open_sqlite;
     a_request_round_trips_with_findings_and_approvals,
