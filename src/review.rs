@@ -223,8 +223,8 @@ impl Review {
         let notice_after = terms.notify_after.unwrap_or(deferral_max);
         if notice_after > deferral_max {
             return Err(ReviewError::DeferralExceedsPolicy {
-                asked: humantime::format_duration(notice_after).to_string(),
-                cap: humantime::format_duration(deferral_max).to_string(),
+                asked: span(notice_after),
+                cap: span(deferral_max),
             });
         }
         let now = self.clock.now();
@@ -365,6 +365,17 @@ impl Review {
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+}
+
+/// A deferral as an approver writes it: whole days as `90d` (humantime
+/// would say `2months 29days 3h 27m 12s`), anything else as humantime does.
+fn span(d: Duration) -> String {
+    const DAY: u64 = 86_400;
+    if d.subsec_nanos() == 0 && d.as_secs() >= DAY && d.as_secs().is_multiple_of(DAY) {
+        format!("{}d", d.as_secs() / DAY)
+    } else {
+        humantime::format_duration(d).to_string()
     }
 }
 
