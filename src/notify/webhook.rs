@@ -31,6 +31,8 @@ pub(super) struct Webhook {
 #[derive(Debug)]
 pub(super) enum Failure {
     Connect(String, std::io::Error),
+    /// The receiver closed the connection without answering.
+    Closed,
     Http(hyper::Error),
     Request(http::Error),
     Status(StatusCode),
@@ -41,6 +43,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Connect(authority, e) => write!(f, "cannot connect to {authority}: {e}"),
+            Self::Closed => f.write_str("the connection closed before an answer"),
             Self::Http(e) => {
                 write!(f, "HTTP exchange failed: {e}")?;
                 let mut source = std::error::Error::source(e);
@@ -111,13 +114,7 @@ impl Webhook {
             ended = connection => {
                 return Err(match ended {
                     Err(e) => Failure::Http(e),
-                    Ok(()) => Failure::Connect(
-                        self.uri.authority().map_or_else(String::new, |a| a.to_string()),
-                        std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the connection closed before an answer",
-                        ),
-                    ),
+                    Ok(()) => Failure::Closed,
                 });
             }
         };

@@ -245,7 +245,10 @@ async fn metrics_after_real_traffic_are_accurate_valid_and_bounded() {
         // Three grants, three notices; no webhook here, so all wait.
         (r#"xborder_notices{state="pending"}"#, 3.0),
         (r#"xborder_notices{state="delivered"}"#, 0.0),
-        (r#"xborder_notice_deliveries_total{outcome="delivered"}"#, 0.0),
+        (
+            r#"xborder_notice_deliveries_total{outcome="delivered"}"#,
+            0.0,
+        ),
         (r#"xborder_notice_deliveries_total{outcome="failed"}"#, 0.0),
     ] {
         assert_eq!(sample(name), Some(want), "{name} in\n{text}");
