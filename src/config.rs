@@ -43,6 +43,8 @@ pub struct Config {
     pub audit: AuditFiles,
     /// How transparency reports are published.
     pub reports: ReportSettings,
+    /// Where and how data-subject notices are delivered.
+    pub notify: NotifySettings,
     /// Policy per jurisdiction pair.
     pub policies: Policies,
     /// Foreign gateways the `local` listener relays to, by jurisdiction.
@@ -255,8 +257,11 @@ impl Config {
             list: Vec::new(),
         };
         let mut unknown = Vec::new();
-        let raw: Result<raw::Config, _> = toml::de::Deserializer::parse(text)
-            .and_then(|de| serde_ignored::deserialize(de, |path| unknown.push(path.to_string())));
+        let raw: Result<raw::Config, _> = toml::de::Deserializer::parse(text).and_then(|de| {
+            // serde_ignored writes an optional table as `table.?.key`;
+            // the file says `table.key`.
+            serde_ignored::deserialize(de, |path| unknown.push(path.to_string().replace(".?", "")))
+        });
         for key in unknown {
             errors.push(key, "unknown key");
         }
@@ -355,6 +360,7 @@ impl Validator<'_> {
         let tokens = self.tokens(raw.tokens, own_domain.as_ref(), jurisdiction.is_some());
         let audit = self.audit(raw.audit, own_domain.as_ref(), jurisdiction.is_some());
         let reports = self.reports(raw.reports);
+        let notify = self.notify(raw.notify);
         let policies = self.policies(raw.policy);
         let peers = self.peers(raw.peers);
         if listeners.as_ref().is_some_and(|l| l.local.is_some())
@@ -389,6 +395,7 @@ impl Validator<'_> {
             tokens: tokens?,
             audit: audit?,
             reports,
+            notify: notify?,
             policies,
             peers,
         })
@@ -810,7 +817,10 @@ impl Validator<'_> {
     }
 }
 
+mod notify;
 mod raw;
+
+pub use notify::NotifySettings;
 
 #[cfg(test)]
 mod tests;

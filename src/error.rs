@@ -56,6 +56,8 @@ pub enum Problem {
     StateConflict(String),
     #[error("{0}")]
     LifetimeExceedsPolicy(String),
+    #[error("{0}")]
+    DeferralExceedsPolicy(String),
     #[error("a grant token is required: Authorization: Bearer <token>")]
     TokenMissing,
     #[error("the grant token is refused")]
@@ -120,6 +122,11 @@ impl Problem {
             Self::LifetimeExceedsPolicy(_) => (
                 StatusCode::BAD_REQUEST,
                 "lifetime_exceeds_policy",
+                Downstream,
+            ),
+            Self::DeferralExceedsPolicy(_) => (
+                StatusCode::BAD_REQUEST,
+                "deferral_exceeds_policy",
                 Downstream,
             ),
             Self::TokenMissing => (StatusCode::UNAUTHORIZED, "token_missing", Downstream),
@@ -241,6 +248,7 @@ impl From<crate::review::ReviewError> for Problem {
             E::GrantNotFound => Self::GrantNotFound,
             E::Conflict(why) => Self::StateConflict(why),
             e @ E::LifetimeExceedsPolicy { .. } => Self::LifetimeExceedsPolicy(e.to_string()),
+            e @ E::DeferralExceedsPolicy { .. } => Self::DeferralExceedsPolicy(e.to_string()),
             E::Token(e) => Self::Internal(Box::new(e)),
             E::Store(e) => Self::StoreUnavailable(Box::new(e)),
         }

@@ -67,6 +67,7 @@ pub mod fetch;
 pub mod grant;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod policy;
 pub mod ratelimit;

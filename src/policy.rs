@@ -125,6 +125,9 @@ pub struct Evaluation {
     pub max_lifetime: Duration,
     /// How long an emergency grant may go unvalidated.
     pub validation_window: Option<Duration>,
+    /// The longest data-subject notification may be deferred after the
+    /// grant is issued (the pair's `notification_deferral_max`).
+    pub notification_deferral_max: Duration,
 }
 
 impl Evaluation {
@@ -210,6 +213,7 @@ impl Policies {
                 approvals_to_grant: 1,
                 max_lifetime: Duration::ZERO,
                 validation_window: None,
+                notification_deferral_max: Duration::ZERO,
             },
         }
     }
@@ -380,6 +384,7 @@ impl PairPolicy {
             },
             max_lifetime,
             validation_window: one_then_validate.then_some(self.emergency_validation),
+            notification_deferral_max: self.notification_deferral_max,
         }
     }
 }

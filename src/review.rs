@@ -21,7 +21,7 @@ use crate::grant::{Cause, Grant, GrantId, GrantState, Quotas};
 use crate::identity::{Jurisdiction, PeerIdentity, SpiffeId};
 use crate::policy::{Evaluation, Finding, Policies};
 use crate::request::{Approval, FieldError, Request, RequestBody, RequestId, RequestState};
-use crate::store::{Approved, SignReceipt, Store, StoreError};
+use crate::store::{Approved, Decision, SignReceipt, Store, StoreError};
 
 /// What an identity on the admin listener may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -63,12 +63,18 @@ impl fmt::Display for Role {
     }
 }
 
-/// The terms an approver sets: how long the grant lives and what it may move.
+/// The terms an approver sets: how long the grant lives, what it may move,
+/// and how long its data subjects' notification is deferred. When several
+/// approvers are needed, the terms of the one whose approval grants win.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Terms {
     /// `None`: the longest the policy allows.
     pub lifetime: Option<Duration>,
     pub quotas: Quotas,
+    /// How long after the grant is issued its data-subject notice falls
+    /// due. `None`: the longest the policy allows (`notification_deferral_max`),
+    /// which is what an investigation usually needs; zero: at once.
+    pub notify_after: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +91,8 @@ pub enum ReviewError {
     Conflict(String),
     #[error("a lifetime of {asked} exceeds the policy's cap of {cap}")]
     LifetimeExceedsPolicy { asked: String, cap: String },
+    #[error("deferring notification by {asked} exceeds the policy's cap of {cap}")]
+    DeferralExceedsPolicy { asked: String, cap: String },
     #[error("the grant token could not be signed")]
     Token(#[from] TokenError),
     #[error("the store failed")]
@@ -119,6 +127,8 @@ pub struct Review {
     pub holder: Jurisdiction,
     /// Wakes the expiry scheduler when a grant with a new due time exists.
     pub rearm: Arc<Notify>,
+    /// Wakes the notifier when a grant, and so its notice, is issued.
+    pub notices: Arc<Notify>,
     pub ended: broadcast::Sender<GrantEnded>,
 }
 
@@ -209,6 +219,14 @@ impl Review {
                 cap: humantime::format_duration(evaluation.max_lifetime).to_string(),
             });
         }
+        let deferral_max = evaluation.notification_deferral_max;
+        let notice_after = terms.notify_after.unwrap_or(deferral_max);
+        if notice_after > deferral_max {
+            return Err(ReviewError::DeferralExceedsPolicy {
+                asked: span(notice_after),
+                cap: span(deferral_max),
+            });
+        }
         let now = self.clock.now();
         let mut grant = Grant {
             id: GrantId::new(),
@@ -235,6 +253,10 @@ impl Review {
             approver: approver.clone(),
             at: now,
         };
+        let decision = Decision {
+            policy: evaluation.policy_hash,
+            notice_after,
+        };
         let outcome = self
             .store
             .approve(
@@ -242,13 +264,15 @@ impl Review {
                 approval,
                 evaluation.approvals_to_grant as usize,
                 grant,
-                &evaluation.policy_hash,
+                &decision,
             )
             .await?;
         match &outcome {
             Approved::Granted(grant) => {
-                tracing::info!(request_id = %id, grant_id = %grant.id, expires_at = %grant.expires_at, "grant issued");
+                let notice_due = grant.issued_at.saturating_add(notice_after);
+                tracing::info!(request_id = %id, grant_id = %grant.id, expires_at = %grant.expires_at, notice_due = %notice_due, "grant issued");
                 self.rearm.notify_one();
+                self.notices.notify_one();
             }
             Approved::Pending {
                 approvals,
@@ -341,6 +365,17 @@ impl Review {
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+}
+
+/// A deferral as an approver writes it: whole days as `90d` (humantime
+/// would say `2months 29days 3h 27m 12s`), anything else as humantime does.
+fn span(d: Duration) -> String {
+    const DAY: u64 = 86_400;
+    if d.subsec_nanos() == 0 && d.as_secs() >= DAY && d.as_secs().is_multiple_of(DAY) {
+        format!("{}d", d.as_secs() / DAY)
+    } else {
+        humantime::format_duration(d).to_string()
     }
 }
 

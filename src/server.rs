@@ -31,9 +31,10 @@ use crate::grant::scheduler;
 use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
 use crate::identity::Jurisdiction;
 use crate::metrics::{
-    self, AuditMetrics, CertificateMetrics, GrantMetrics, ListenerMetrics, StoreMetrics,
-    TransferMetrics,
+    self, AuditMetrics, CertificateMetrics, GrantMetrics, ListenerMetrics, NoticeMetrics,
+    StoreMetrics, TransferMetrics,
 };
+use crate::notify::Notifier;
 use crate::ratelimit::RateLimiter;
 use crate::review::{GrantEnded, Review};
 use crate::store::StoreError;
@@ -97,6 +98,8 @@ pub(crate) struct Shared {
     pub store_metrics: StoreMetrics,
     /// Certificate expiries of the current TLS snapshot, refreshed at each scrape.
     pub certificate_metrics: CertificateMetrics,
+    /// The notice outbox (refreshed at each scrape) and delivery attempts.
+    pub notice_metrics: NoticeMetrics,
     pub upstream: proxy::Upstream,
     pub review: Arc<Review>,
     /// Signs the audit log's tree heads.
@@ -167,6 +170,7 @@ impl Gateway {
             clock: Clock::system(),
             holder: config.jurisdiction.clone(),
             rearm: Arc::new(tokio::sync::Notify::new()),
+            notices: Arc::new(tokio::sync::Notify::new()),
             ended: tokio::sync::broadcast::channel(1024).0,
         });
         let bind = |listener: &'static str, addr: SocketAddr| async move {
@@ -214,6 +218,7 @@ impl Gateway {
             clock: review.clock.clone(),
             failures: audit_metrics.append_failures.clone(),
         };
+        let notice_metrics = NoticeMetrics::register(&registry)?;
         close_interrupted(&review).await?;
         review
             .store
@@ -244,6 +249,7 @@ impl Gateway {
             grant_metrics,
             store_metrics,
             certificate_metrics,
+            notice_metrics,
             upstream,
             review,
             log_key,
@@ -334,6 +340,14 @@ impl Gateway {
             shared.review.clone(),
             stop_accepting.clone(),
         ));
+        let notifier = Notifier::new(
+            shared.review.store.clone(),
+            shared.review.clock.clone(),
+            shared.review.notices.clone(),
+            shared.config.notify.clone(),
+            shared.notice_metrics.clone(),
+        );
+        acceptors.spawn(notifier.run(stop_accepting.clone()));
         acceptors.spawn(forget_idle_rate_keys(
             shared.clone(),
             stop_accepting.clone(),

@@ -1,5 +1,5 @@
 //! Where requests, findings, approvals, grants, quota counters, transfers
-//! with their receipts, and the audit log live.
+//! with their receipts, data-subject notices, and the audit log live.
 //!
 //! [`Store`] is the one interface the rest of the gateway uses; the embedded
 //! default is [`sqlite::SqliteStore`] (one file under `data_dir`, WAL,
@@ -16,6 +16,8 @@
 //! stored state (a denied transfer, a start, a reload) go through
 //! [`Store::record`].
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::audit::entry::Event;
@@ -23,6 +25,7 @@ use crate::audit::merkle::Hash;
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId, GrantState};
 use crate::identity::SpiffeId;
+use crate::notify::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
 use crate::request::{Approval, Request, RequestId, RequestState};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
@@ -55,6 +58,17 @@ pub type SignReceipt =
 /// The most entries one read of the audit log returns.
 pub const MAX_AUDIT_PAGE: u64 = 10_000;
 
+/// What an approval is taken under, beyond the approval itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The hash of the policy version the approval is taken under.
+    pub policy: String,
+    /// How long after the grant is issued its data-subject notice falls due
+    /// (already checked against the policy). Only the approval that grants
+    /// uses it: the final approver's terms win, as for the lifetime.
+    pub notice_after: Duration,
+}
+
 /// What an approval led to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Approved {
@@ -77,17 +91,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records `approval` on a pending request (the same approver twice counts
     /// once). When the distinct approvals reach `required`, in the same
-    /// transaction: stores `grant` (with every approver so far) and marks the
-    /// request approved. `Conflict` unless the request is pending. Audited as
-    /// `approval`, and `grant_issued` when it grants, both under `policy`
-    /// (the hash of the policy version the approval was taken under).
+    /// transaction: stores `grant` (with every approver so far), marks the
+    /// request approved, and puts the grant's data-subject notice in the
+    /// outbox, pending and due at `grant.issued_at + decision.notice_after`.
+    /// `Conflict` unless the request is pending. Audited as `approval`, and
+    /// `grant_issued` (with `notice_due`) when it grants, both under
+    /// `decision.policy`.
     async fn approve(
         &self,
         id: RequestId,
         approval: Approval,
         required: usize,
         grant: Grant,
-        policy: &str,
+        decision: &Decision,
     ) -> Result<Approved, StoreError>;
 
     /// Denies a pending request. `Conflict` unless it is pending.
@@ -169,6 +185,45 @@ pub trait Store: Send + Sync + 'static {
     /// are the ones a stop left open: the caller closes each with a signed
     /// [`Receipt::interrupted`].
     async fn open_transfers(&self) -> Result<Vec<TransferOpen>, StoreError>;
+
+    /// The earliest moment a pending notice is due for an attempt (its due
+    /// time, or after a failed attempt the time of the next).
+    async fn next_notice_due(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Up to `limit` pending notices whose next attempt is due at `now`,
+    /// the longest waiting first.
+    async fn due_notices(&self, now: Timestamp, limit: usize) -> Result<Vec<Notice>, StoreError>;
+
+    /// Marks a pending notice delivered (the receiver answered `status`, a
+    /// 2xx) and appends `notice_delivered`, in one transaction. `false`, and
+    /// no entry, if it was already delivered (another replica, or a repeat
+    /// after a crash); `NotFound` for an unknown notice; `Conflict` for a
+    /// status outside 2xx.
+    async fn notice_delivered(
+        &self,
+        id: NoticeId,
+        at: Timestamp,
+        status: u16,
+    ) -> Result<bool, StoreError>;
+
+    /// Records a failed attempt on a pending notice: counts it, keeps
+    /// `error`, and sets the next attempt (never before the due time). Not
+    /// audited: failures are operational (they show in `notices`, the logs
+    /// and the metrics); the delivery is the decision the log records, once.
+    /// `false` if the notice is no longer pending; `NotFound` if unknown.
+    async fn notice_failed(
+        &self,
+        id: NoticeId,
+        at: Timestamp,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Notices in the order they fall due, optionally in one state.
+    async fn notices(&self, state: Option<NoticeState>) -> Result<Vec<NoticeView>, StoreError>;
+
+    /// How many notices are pending and delivered.
+    async fn notice_counts(&self) -> Result<NoticeCounts, StoreError>;
 
     /// Appends an entry for an event that changes no stored state; returns
     /// its index.

@@ -26,6 +26,7 @@ use sha2::{Digest as _, Sha256};
 use super::merkle::Hash;
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId};
+use crate::notify::NoticeId;
 use crate::policy::Finding;
 use crate::request::{Request, RequestId};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
@@ -195,6 +196,11 @@ pub enum Event {
         approvers: Vec<String>,
         expires_at: Timestamp,
         validation_due: Option<Timestamp>,
+        /// When the data-subject notice falls due: issue plus the deferral
+        /// the final approver set. Absent only in entries written before
+        /// notices existed, which must still parse and verify.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notice_due: Option<Timestamp>,
         max_bytes: Option<u64>,
         max_transfers: Option<u64>,
         /// The hash of the policy version the final approval was taken under.
@@ -255,11 +261,19 @@ pub enum Event {
     /// New certificates, keys or CRLs were loaded (a rotation), from a file
     /// change or, when `forced`, a SIGHUP.
     TlsReloaded { tls_sha256: String, forced: bool },
+    /// The receiver accepted a grant's data-subject notice (answered
+    /// `status`, a 2xx) after `attempts` recorded attempts. Once per notice.
+    NoticeDelivered {
+        notice: NoticeId,
+        grant: GrantId,
+        attempts: u64,
+        status: u16,
+    },
 }
 
 impl Event {
     /// Every kind [`Event::kind`] returns, for tools that filter by kind.
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 13] = [
         "request_filed",
         "finding",
         "approval",
@@ -272,6 +286,7 @@ impl Event {
         "transfer_completed",
         "gateway_started",
         "tls_reloaded",
+        "notice_delivered",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -288,6 +303,7 @@ impl Event {
             Self::TransferCompleted { .. } => "transfer_completed",
             Self::GatewayStarted { .. } => "gateway_started",
             Self::TlsReloaded { .. } => "tls_reloaded",
+            Self::NoticeDelivered { .. } => "notice_delivered",
         }
     }
 
@@ -324,7 +340,8 @@ impl Event {
         events
     }
 
-    pub fn grant_issued(grant: &Grant, policy: &str) -> Event {
+    /// A grant issued under `policy`, its notice due at `notice_due`.
+    pub fn grant_issued(grant: &Grant, policy: &str, notice_due: Timestamp) -> Event {
         Event::GrantIssued {
             grant: grant.id,
             request: grant.request_id,
@@ -339,6 +356,7 @@ impl Event {
             approvers: grant.approvers.iter().map(ToString::to_string).collect(),
             expires_at: grant.expires_at,
             validation_due: grant.validation_due,
+            notice_due: Some(notice_due),
             max_bytes: grant.quotas.max_bytes,
             max_transfers: grant.quotas.max_transfers,
             policy: policy.to_owned(),
@@ -390,7 +408,8 @@ impl Event {
             | Self::GrantValidated { grant, .. }
             | Self::GrantEnded { grant, .. }
             | Self::TransferAllowed { grant, .. }
-            | Self::TransferCompleted { grant, .. } => Some(*grant),
+            | Self::TransferCompleted { grant, .. }
+            | Self::NoticeDelivered { grant, .. } => Some(*grant),
             Self::TransferDenied { grant, .. } => *grant,
             _ => None,
         }
@@ -487,6 +506,39 @@ mod tests {
                 .to_string();
             assert!(err.contains("missing field"), "{kind}: {err}");
         }
+    }
+
+    #[test]
+    fn a_grant_issued_before_notices_existed_still_parses_to_the_same_bytes() {
+        let grant = GrantId::new();
+        let request = RequestId::new();
+        let old = format!(
+            r#"{{"v":1,"index":0,"at":"2026-01-01T00:00:00Z","prev":"{}","event":{{"kind":"grant_issued","grant":"{grant}","request":"{request}","grantee":"spiffe://fi.example/police","jurisdiction":"FI","categories":["subscriber"],"approvers":[],"expires_at":"2026-02-01T00:00:00Z","validation_due":null,"max_bytes":null,"max_transfers":null,"policy":"p"}}}}"#,
+            "00".repeat(32)
+        );
+        let entry = Entry::parse(old.as_bytes()).unwrap();
+        match &entry.event {
+            Event::GrantIssued { notice_due, .. } => assert_eq!(*notice_due, None),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            entry.to_bytes(),
+            old.as_bytes(),
+            "verifiers hash the bytes as written"
+        );
+
+        let mut new = entry.clone();
+        if let Event::GrantIssued { notice_due, .. } = &mut new.event {
+            *notice_due = Some(Timestamp::from_unix_ms(1_800_000_000_000));
+        }
+        let text = String::from_utf8(new.to_bytes()).unwrap();
+        assert!(
+            text.contains(
+                r#""validation_due":null,"notice_due":"2027-01-15T08:00:00Z","max_bytes""#
+            ),
+            "{text}"
+        );
+        assert_eq!(Entry::parse(text.as_bytes()).unwrap(), new);
     }
 
     #[test]

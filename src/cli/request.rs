@@ -40,6 +40,11 @@ pub enum RequestCommand {
         /// At most this many transfers under the grant.
         #[arg(long, value_name = "N")]
         max_transfers: Option<u64>,
+        /// Defer the data subjects' notification by this long after the grant
+        /// is issued, e.g. `30d`, `0s` for at once (default: the longest the
+        /// policy allows).
+        #[arg(long, value_parser = deferral_text)]
+        notify_after: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -87,11 +92,15 @@ pub fn run(cmd: RequestCommand) -> anyhow::Result<()> {
             lifetime,
             max_bytes,
             max_transfers,
+            notify_after,
             admin,
         } => {
             let mut body = Map::new();
             if let Some(lifetime) = lifetime {
                 body.insert("lifetime".into(), json!(lifetime));
+            }
+            if let Some(deferral) = notify_after {
+                body.insert("notify_after".into(), json!(deferral));
             }
             if let Some(n) = max_bytes {
                 body.insert("max_bytes".into(), json!(n));
@@ -144,6 +153,13 @@ pub fn run(cmd: RequestCommand) -> anyhow::Result<()> {
 /// Checks a lifetime before it is sent; the gateway checks it against policy.
 fn duration_text(text: &str) -> Result<String, String> {
     crate::config::parse_duration(text).map(|_| text.to_owned())
+}
+
+/// Checks a deferral before it is sent (zero is allowed: notify at once).
+fn deferral_text(text: &str) -> Result<String, String> {
+    humantime::parse_duration(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. \"30d\""))
 }
 
 /// `GET /v1/requests`.

@@ -23,6 +23,7 @@ pub struct Config {
     pub tokens: Option<Tokens>,
     pub audit: Option<Audit>,
     pub reports: Option<Reports>,
+    pub notify: Option<Notify>,
     #[serde(default)]
     pub policy: BTreeMap<String, BTreeMap<String, RawPairPolicy>>,
     #[serde(default)]
@@ -50,6 +51,14 @@ pub struct Audit {
 pub struct Reports {
     pub k_anonymity: Option<u64>,
     pub epsilon: Option<f64>,
+}
+
+#[derive(Deserialize)]
+pub struct Notify {
+    pub webhook: Option<String>,
+    pub timeout: Option<String>,
+    pub retry_min: Option<String>,
+    pub retry_max: Option<String>,
 }
 
 #[derive(Deserialize)]

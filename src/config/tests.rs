@@ -276,3 +276,64 @@ fn peers_are_host_and_port_resolved_later() {
     assert_eq!(config.peers[&fi].border, "gateway.fi.example:8443");
     assert_eq!(config.peers[&fi].server_name, "gateway.fi.example");
 }
+
+#[test]
+fn notify_defaults_to_no_webhook_and_checks_every_key() {
+    let config = load(GOOD).unwrap();
+    assert_eq!(config.notify, NotifySettings::default());
+    assert_eq!(config.notify.webhook, None);
+    assert_eq!(config.notify.timeout, Duration::from_secs(10));
+
+    let text = format!(
+        "{GOOD}\n[notify]\nwebhook = \"http://127.0.0.1:9000/notices?from=ee\"\ntimeout = \"3s\"\n\
+         retry_min = \"500ms\"\nretry_max = \"1h\"\n"
+    );
+    let notify = load(&text).unwrap().notify;
+    assert_eq!(
+        notify.webhook.unwrap().to_string(),
+        "http://127.0.0.1:9000/notices?from=ee"
+    );
+    assert_eq!(
+        (notify.timeout, notify.retry_min, notify.retry_max),
+        (
+            Duration::from_secs(3),
+            Duration::from_millis(500),
+            Duration::from_secs(3600)
+        )
+    );
+
+    let text = format!(
+        "{GOOD}\n[notify]\nwebhook = \"https://notices.ee.example/in\"\ntimeout = \"0s\"\n\
+         retry_min = \"1h\"\nretry_max = \"1m\"\ncolour = \"red\"\n"
+    );
+    let err = load(&text).unwrap_err();
+    let mut keys = keys(err.clone());
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            "notify.colour",
+            "notify.retry_max",
+            "notify.timeout",
+            "notify.webhook"
+        ]
+    );
+    assert!(err.to_string().contains("https is not supported"), "{err}");
+
+    for (webhook, problem) in [
+        ("ftp://x/y", "not an http:// URL"),
+        ("/notices", "not an http:// URL"),
+        ("http://user:secret@127.0.0.1:9000/", "credentials"),
+        ("not a url at all", "not a URL"),
+    ] {
+        let text = format!("{GOOD}\n[notify]\nwebhook = \"{webhook}\"\n");
+        let err = load(&text).unwrap_err();
+        assert_eq!(keys_of(&err), vec!["notify.webhook"], "{webhook}");
+        assert!(err.to_string().contains(problem), "{webhook}: {err}");
+        assert!(!err.to_string().contains("secret@"), "{err}");
+    }
+}
+
+fn keys_of(err: &ConfigErrors) -> Vec<String> {
+    err.0.iter().map(|e| e.key.clone()).collect()
+}

@@ -374,6 +374,12 @@ signing_key = "token-key.pem"
 signing_key = "audit-key.pem"
 pseudonym_key = "audit-pseudonym.key"
 
+# Data-subject notices go to our own notification service when they fall
+# due (JSON POST, the notice id as `Idempotency-Key`; retried until a 2xx).
+# Without a webhook they wait in the outbox: GET /v1/notices.
+# [notify]
+# webhook = "http://127.0.0.1:9000/notices"
+
 # Identities allowed on the admin listener, with their roles
 # (reviewer: reads; approver: approves, denies, validates, revokes;
 # operator: reads, revokes; auditor: reads the audit log and reports only).

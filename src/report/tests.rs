@@ -84,6 +84,7 @@ impl History {
                 approvers: vec!["spiffe://ee.example/reviewer/anna".to_owned()],
                 expires_at: t("2027-01-01T00:00:00Z"),
                 validation_due: None,
+                notice_due: None,
                 max_bytes: None,
                 max_transfers: None,
                 policy: "p".to_owned(),

@@ -11,11 +11,12 @@
 //! | `GET /v1/grants[?state=]`, `GET /v1/grants/{id}` | any |
 //! | `POST /v1/grants/{id}/validate` | approver |
 //! | `POST /v1/grants/{id}/revoke` | approver or operator |
+//! | `GET /v1/notices[?state=pending\|delivered]` | reviewer, approver or operator |
 //! | `GET /v1/audit/...` (see [`super::audit`]) | any |
 //! | `GET /v1/reports/transparency?from=&to=[&format=&k=&epsilon=]` | any |
 //!
 //! "any" is any role; the `auditor` role reads the audit log and reports
-//! only, never a request or grant (those hold targets in clear).
+//! only, never a request, grant or notice (those hold targets in clear).
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use super::{Body, Shared};
 use crate::error::Problem;
 use crate::grant::{Grant, GrantId, GrantState, Quotas};
 use crate::identity::PeerIdentity;
+use crate::notify::NoticeState;
 use crate::request::{Request as FiledRequest, RequestId, RequestState};
 use crate::review::{Role, Terms};
 use crate::store::Approved;
@@ -187,6 +189,20 @@ async fn dispatch(
             _ => Err(Problem::RouteNotFound),
         };
     }
+    if let Some(segments) = api::segments(&path, "/v1/notices") {
+        need(&staff, staff_only)?;
+        return match (&method, segments.as_slice()) {
+            (&Method::GET, []) => {
+                let state = match api::query_param(query.as_deref(), "state") {
+                    Some(s) => Some(s.parse::<NoticeState>().map_err(Problem::StateConflict)?),
+                    None => None,
+                };
+                let list = review.store.notices(state).await.map_err(store_error)?;
+                Ok(json(StatusCode::OK, &json!({ "notices": list })))
+            }
+            _ => Err(Problem::RouteNotFound),
+        };
+    }
     Err(Problem::RouteNotFound)
 }
 
@@ -197,6 +213,8 @@ struct ApproveBody {
     lifetime: Option<String>,
     max_bytes: Option<u64>,
     max_transfers: Option<u64>,
+    /// e.g. "30d", or "0s" for at once; absent: the longest the policy allows.
+    notify_after: Option<String>,
 }
 
 impl ApproveBody {
@@ -208,14 +226,29 @@ impl ApproveBody {
             ),
             None => None,
         };
+        let notify_after = match &self.notify_after {
+            Some(text) => Some(
+                parse_deferral(text)
+                    .map_err(|e| Problem::InvalidRequest(vec![field_error("notify_after", e)]))?,
+            ),
+            None => None,
+        };
         Ok(Terms {
             lifetime: lifetime.map(|d: Duration| d),
             quotas: Quotas {
                 max_bytes: self.max_bytes,
                 max_transfers: self.max_transfers,
             },
+            notify_after,
         })
     }
+}
+
+/// A deferral as `lifetime` is written; unlike a lifetime it may be zero.
+fn parse_deferral(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| {
+        format!("`{text}` is not a duration ({e}); write e.g. \"30d\", or \"0s\" for at once")
+    })
 }
 
 #[derive(Deserialize)]

@@ -81,6 +81,12 @@ async fn refresh(shared: &Shared) {
             tracing::warn!(error = %e, "cannot read the store for the metrics; serving the last values")
         }
     }
+    match store.notice_counts().await {
+        Ok(counts) => shared.notice_metrics.set(counts),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count notices for the metrics; serving the last values")
+        }
+    }
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {

@@ -15,17 +15,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::{Approved, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError};
+use super::{Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError};
 use crate::audit::entry::{Event, Pseudonymiser, text_hash};
 use crate::audit::merkle::Hash;
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId, GrantState};
 use crate::identity::SpiffeId;
+use crate::notify::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
 use crate::request::{Approval, Request, RequestId, RequestState};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
 mod audit;
 mod migrations;
+mod notices;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -176,9 +178,12 @@ impl Store for SqliteStore {
         approval: Approval,
         required: usize,
         mut grant: Grant,
-        policy: &str,
+        decision: &Decision,
     ) -> Result<Approved, StoreError> {
-        let policy = policy.to_owned();
+        let Decision {
+            policy,
+            notice_after,
+        } = decision.clone();
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let key = id.to_string();
@@ -224,7 +229,13 @@ impl Store for SqliteStore {
                     key,
                 ],
             )?;
-            audit::append(&tx, approval.at, Event::grant_issued(&grant, &policy))?;
+            let notice_due = grant.issued_at.saturating_add(notice_after);
+            notices::insert(&tx, NoticeId::new(), &grant, notice_due)?;
+            audit::append(
+                &tx,
+                approval.at,
+                Event::grant_issued(&grant, &policy, notice_due),
+            )?;
             tx.commit()?;
             Ok(Approved::Granted(Box::new(grant)))
         })
@@ -429,6 +440,53 @@ impl Store for SqliteStore {
 
     async fn open_transfers(&self) -> Result<Vec<TransferOpen>, StoreError> {
         self.run(|conn| transfers::open_transfers(conn)).await
+    }
+
+    async fn next_notice_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.run(|conn| notices::next_due(conn)).await
+    }
+
+    async fn due_notices(&self, now: Timestamp, limit: usize) -> Result<Vec<Notice>, StoreError> {
+        self.run(move |conn| {
+            // One snapshot of the notices and the grants they join.
+            let tx = conn.transaction()?;
+            notices::due(&tx, now, limit)
+        })
+        .await
+    }
+
+    async fn notice_delivered(
+        &self,
+        id: NoticeId,
+        at: Timestamp,
+        status: u16,
+    ) -> Result<bool, StoreError> {
+        self.run(move |conn| notices::delivered(conn, id, at, status))
+            .await
+    }
+
+    async fn notice_failed(
+        &self,
+        id: NoticeId,
+        at: Timestamp,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let error = error.to_owned();
+        self.run(move |conn| notices::failed(conn, id, at, &error, next_attempt_at))
+            .await
+    }
+
+    async fn notices(&self, state: Option<NoticeState>) -> Result<Vec<NoticeView>, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            notices::list(&tx, state)
+        })
+        .await
+    }
+
+    async fn notice_counts(&self) -> Result<NoticeCounts, StoreError> {
+        self.run(|conn| notices::counts(conn)).await
     }
 
     async fn record(&self, at: Timestamp, event: Event) -> Result<u64, StoreError> {

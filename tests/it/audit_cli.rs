@@ -103,6 +103,7 @@ impl Ids {
             approvers: vec![ANNA.to_owned()],
             expires_at: Timestamp::from_unix_ms(T0 + 86_400_000),
             validation_due: None,
+            notice_due: None,
             max_bytes: None,
             max_transfers: Some(10),
             policy: "p1".to_owned(),

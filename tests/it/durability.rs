@@ -1,6 +1,6 @@
 //! Acknowledged writes survive SIGKILL; nothing is half-written; a crash at
-//! a random point never forks the audit log, loses a write, revives a
-//! revoked grant or lets a quota overrun.
+//! a random point never forks the audit log, loses a write or a notice,
+//! revives a revoked grant or lets a quota overrun.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -459,6 +459,19 @@ async fn check_invariants(
         .unwrap();
         assert_eq!(status, StatusCode::OK, "acknowledged grant {grant} lost");
     }
+    // No notice is lost: every grant that exists has exactly one.
+    let (_, notices) = try_send(&mut staff, Method::GET, "/v1/notices", None)
+        .await
+        .unwrap();
+    let mut noticed = std::collections::HashMap::<String, usize>::new();
+    for notice in notices["notices"].as_array().unwrap() {
+        *noticed
+            .entry(notice["grant_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for (grant, _) in &ledger.granted {
+        assert_eq!(noticed.get(grant), Some(&1), "grant {grant}'s notice");
+    }
     // A revoked grant is never usable again.
     let mut peer = world
         .client(Some(police))
@@ -518,6 +531,7 @@ async fn check_invariants(
     }
     for grant in grants["grants"].as_array().unwrap() {
         let id = grant["id"].as_str().unwrap();
+        assert_eq!(noticed.get(id), Some(&1), "grant {id} has no notice");
         let used = grant["used_transfers"].as_u64().unwrap();
         let max = grant["quotas"]["max_transfers"]
             .as_u64()

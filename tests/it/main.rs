@@ -14,6 +14,7 @@ mod durability;
 mod hostile;
 mod load;
 mod metrics;
+mod notify;
 mod pki;
 mod prometheus;
 mod reload;

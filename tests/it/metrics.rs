@@ -1,7 +1,7 @@
 //! `/metrics` after real traffic: the samples an operator reads (transfers by
-//! outcome and code, bytes, revocations, requests, grants, certificate
-//! expiries, process metrics), checked by the real `promtool`, with bounded
-//! label values only (no grant ids, SPIFFE IDs or targets).
+//! outcome and code, bytes, revocations, requests, grants, notices,
+//! certificate expiries, process metrics), checked by the real `promtool`,
+//! with bounded label values only (no grant ids, SPIFFE IDs or targets).
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -243,6 +243,14 @@ async fn metrics_after_real_traffic_are_accurate_valid_and_bounded() {
         ("xborder_requests_overdue", 0.0),
         ("xborder_grants_active", 1.0),
         ("xborder_audit_append_failures_total", 0.0),
+        // Three grants, three notices; no webhook here, so all wait.
+        (r#"xborder_notices{state="pending"}"#, 3.0),
+        (r#"xborder_notices{state="delivered"}"#, 0.0),
+        (
+            r#"xborder_notice_deliveries_total{outcome="delivered"}"#,
+            0.0,
+        ),
+        (r#"xborder_notice_deliveries_total{outcome="failed"}"#, 0.0),
     ] {
         assert_eq!(sample(name), Some(want), "{name} in\n{text}");
     }

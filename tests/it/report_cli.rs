@@ -61,6 +61,7 @@ fn issued(grant: GrantId, request: RequestId) -> Event {
         approvers: vec!["spiffe://ee.xborder.test/reviewer/anna".to_owned()],
         expires_at: t("2026-01-20T00:00:00Z"),
         validation_due: None,
+        notice_due: None,
         max_bytes: None,
         max_transfers: None,
         policy: "p".to_owned(),

@@ -16,7 +16,7 @@ use xborder::identity::SpiffeId;
 use xborder::policy::{Finding, Verdict};
 use xborder::request::{Approval, Period, Request, RequestId, RequestState, Scope, Urgency};
 use xborder::store::sqlite::SqliteStore;
-use xborder::store::{Approved, Store, StoreError};
+use xborder::store::{Approved, Decision, Store, StoreError};
 use xborder::transfer::receipt::{Incomplete, Receipt, TransferId, TransferOpen};
 
 use crate::support::{jurisdiction, spiffe};
@@ -38,6 +38,7 @@ macro_rules! store_suite {
 }
 
 mod audit;
+mod notices;
 
 store_suite!(sqlite, super::open_sqlite;
     a_request_round_trips_with_findings_and_approvals,
@@ -160,6 +161,17 @@ fn grant(request: &Request, expires_at: i64, validation_due: Option<i64>) -> Gra
     }
 }
 
+/// The notice deferral the fixtures' approvals set: one minute.
+const NOTICE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An approval taken under policy `policy`, notifying a minute after issue.
+fn decision(policy: &str) -> Decision {
+    Decision {
+        policy: policy.into(),
+        notice_after: NOTICE_AFTER,
+    }
+}
+
 fn approval(name: &str, ms: i64) -> Approval {
     Approval {
         approver: approver(name),
@@ -173,7 +185,13 @@ async fn granted(store: &Arc<dyn Store>, expires_at: i64, validation_due: Option
     store.insert_request(&request).await.unwrap();
     let grant = grant(&request, expires_at, validation_due);
     match store
-        .approve(request.id, approval("anna", 2_000), 1, grant, "policy-hash")
+        .approve(
+            request.id,
+            approval("anna", 2_000),
+            1,
+            grant,
+            &decision("policy-hash"),
+        )
         .await
         .unwrap()
     {
@@ -208,7 +226,13 @@ async fn granted_with(store: &Arc<dyn Store>, quotas: Quotas) -> Grant {
     let mut grant = grant(&request, 100_000, None);
     grant.quotas = quotas;
     match store
-        .approve(request.id, approval("anna", 2_000), 1, grant, "policy-hash")
+        .approve(
+            request.id,
+            approval("anna", 2_000),
+            1,
+            grant,
+            &decision("policy-hash"),
+        )
         .await
         .unwrap()
     {
@@ -364,7 +388,7 @@ async fn two_distinct_approvers_grant_and_a_repeated_one_counts_once(store: Arc<
             approval("anna", 2_000),
             2,
             proposed.clone(),
-            "policy-hash",
+            &decision("policy-hash"),
         )
         .await;
     assert_eq!(
@@ -381,7 +405,7 @@ async fn two_distinct_approvers_grant_and_a_repeated_one_counts_once(store: Arc<
             approval("anna", 2_500),
             2,
             proposed.clone(),
-            "policy-hash",
+            &decision("policy-hash"),
         )
         .await;
     assert_eq!(
@@ -406,7 +430,7 @@ async fn two_distinct_approvers_grant_and_a_repeated_one_counts_once(store: Arc<
             approval("bert", 3_000),
             2,
             proposed.clone(),
-            "policy-hash",
+            &decision("policy-hash"),
         )
         .await;
     let Approved::Granted(granted) = outcome.unwrap() else {
@@ -436,7 +460,7 @@ async fn two_distinct_approvers_grant_and_a_repeated_one_counts_once(store: Arc<
             approval("carl", 4_000),
             2,
             grant(&request, 100_000, None),
-            "policy-hash",
+            &decision("policy-hash"),
         )
         .await;
     assert_conflict(late, "approved");
@@ -462,7 +486,7 @@ async fn only_a_pending_request_can_be_approved(store: Arc<dyn Store>) {
             approval("bert", 3_000),
             1,
             grant(&request, 100_000, None),
-            "policy-hash",
+            &decision("policy-hash"),
         )
         .await;
     assert_conflict(outcome, "denied");
@@ -486,7 +510,7 @@ async fn only_a_pending_request_can_be_approved(store: Arc<dyn Store>) {
             approval("bert", 3_000),
             1,
             grant(&refused, 100_000, None),
-            "policy-hash",
+            &decision("policy-hash"),
         )
         .await;
     assert_conflict(outcome, "refused");
@@ -499,7 +523,7 @@ async fn only_a_pending_request_can_be_approved(store: Arc<dyn Store>) {
                 approval("bert", 3_000),
                 1,
                 grant(&unknown, 100_000, None),
-                "policy-hash",
+                &decision("policy-hash"),
             )
             .await,
     );
@@ -1070,20 +1094,21 @@ async fn sqlite_racing_approvals_create_one_grant() {
     for round in 0..20 {
         let request = request(1_000 + round);
         a.insert_request(&request).await.unwrap();
+        let decision = decision("policy-hash");
         let (first, second) = tokio::join!(
             a.approve(
                 request.id,
                 approval("anna", 2_000),
                 1,
                 grant(&request, 100_000, None),
-                "policy-hash",
+                &decision,
             ),
             b.approve(
                 request.id,
                 approval("bert", 2_000),
                 1,
                 grant(&request, 100_000, None),
-                "policy-hash",
+                &decision,
             ),
         );
         let granted = [&first, &second]

@@ -67,6 +67,7 @@ impl Fixture {
             clock: Clock::starting_at(Timestamp::parse("2026-11-23T12:00:00Z").unwrap()),
             holder: "EE".parse().unwrap(),
             rearm: Arc::new(Notify::new()),
+            notices: Arc::new(Notify::new()),
             ended: broadcast::channel(16).0,
         });
         let stop = CancellationToken::new();

@@ -16,7 +16,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::store::StoreError;
 
 /// Script `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_TRANSFERS, V3_AUDIT];
+pub(super) const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_TRANSFERS, V3_AUDIT, V4_NOTICES];
 
 /// The schema version this code writes and reads.
 pub(super) const fn current_version() -> u32 {
@@ -239,4 +239,45 @@ CREATE TABLE audit_nodes (
     hash    BLOB    NOT NULL CHECK (length(hash) = 32),
     PRIMARY KEY (level, idx)
 ) STRICT, WITHOUT ROWID;
+"#;
+
+/// Version 4: the outbox of data-subject notices, one per grant.
+///
+/// A row is inserted `pending` in the transaction that issues its grant,
+/// with `next_attempt_at = due_at`; each failed attempt counts in `attempts`
+/// and moves `next_attempt_at` on; the 2xx answer makes it `delivered`,
+/// once. `id` is also the idempotency key the receiver sees. The columns
+/// the webhook body needs beyond these (grantee, scope, issue and expiry)
+/// are read from the grant. Grants issued before this version get no row:
+/// no deferral was ever decided for them, and notifying their subjects on
+/// upgrade could expose investigations that must stay secret.
+const V4_NOTICES: &str = r#"
+CREATE TABLE notices (
+    id                TEXT    NOT NULL PRIMARY KEY,
+    grant_id          TEXT    NOT NULL UNIQUE REFERENCES grants (id),
+    request_id        TEXT    NOT NULL REFERENCES requests (id),
+    due_at            INTEGER NOT NULL,
+    state             TEXT    NOT NULL CHECK (state IN ('pending', 'delivered')),
+    attempts          INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at   INTEGER NOT NULL,
+    last_attempt_at   INTEGER,
+    last_error        TEXT,
+    delivered_at      INTEGER,
+    status            INTEGER CHECK (status BETWEEN 200 AND 299),
+    -- Never attempted before it is due; an attempt has a time.
+    CHECK (next_attempt_at >= due_at),
+    CHECK ((attempts = 0) = (last_attempt_at IS NULL)),
+    -- Pending: no delivery yet. Delivered: when, the answer, and an attempt.
+    CHECK (
+        (state = 'pending' AND delivered_at IS NULL AND status IS NULL)
+        OR (state = 'delivered' AND delivered_at IS NOT NULL AND status IS NOT NULL
+            AND attempts >= 1)
+    )
+) STRICT;
+
+-- The notifier: `next_notice_due` and `due_notices` read only pending rows.
+-- `state` leads for the same reason as in `grants_due_expiry`.
+CREATE INDEX notices_due ON notices (state, next_attempt_at) WHERE state = 'pending';
+-- `notices(Some(state))`, in the order they fall due.
+CREATE INDEX notices_by_state ON notices (state, due_at);
 "#;

@@ -64,6 +64,13 @@ fn request() -> Request {
     }
 }
 
+fn decision() -> crate::store::Decision {
+    crate::store::Decision {
+        policy: "policy".into(),
+        notice_after: std::time::Duration::from_secs(60),
+    }
+}
+
 fn sql(store: &SqliteStore, statement: &str) -> rusqlite::Result<usize> {
     store.conn.lock().unwrap().execute(statement, [])
 }
@@ -209,7 +216,7 @@ async fn a_bad_grant_row_names_its_column() {
         at: Timestamp::from_unix_ms(1),
     };
     store
-        .approve(request.id, approval, 1, grant.clone(), "policy")
+        .approve(request.id, approval, 1, grant.clone(), &decision())
         .await
         .unwrap();
 
@@ -265,6 +272,13 @@ fn the_scheduler_queries_use_the_partial_indexes() {
     assert!(open.contains("transfers_open"), "{open}");
     let by_grant = plan("SELECT id FROM transfers WHERE grant_id = ?1");
     assert!(by_grant.contains("transfers_by_grant"), "{by_grant}");
+    for query in [super::notices::DUE, super::notices::NEXT_DUE] {
+        let plan = plan(query);
+        assert!(
+            plan.contains("notices_due"),
+            "{query}\nshould use notices_due:\n{plan}"
+        );
+    }
 }
 
 fn grant_for(request: &Request) -> Grant {
@@ -362,7 +376,7 @@ async fn transfer_constraints_keep_open_and_closed_rows_whole() {
         at: Timestamp::from_unix_ms(1),
     };
     store
-        .approve(request.id, approval, 1, grant.clone(), "policy")
+        .approve(request.id, approval, 1, grant.clone(), &decision())
         .await
         .unwrap();
     let open = transfer_of(&grant);
@@ -402,4 +416,111 @@ async fn transfer_constraints_keep_open_and_closed_rows_whole() {
         store.transfer_receipt(open.id).await.unwrap_err(),
         "transfers.receipt_json",
     );
+}
+
+#[tokio::test]
+async fn notice_constraints_keep_pending_and_delivered_rows_whole() {
+    let (_dir, _path, store) = open();
+    let request = request();
+    store.insert_request(&request).await.unwrap();
+    let grant = grant_for(&request);
+    let approval = Approval {
+        approver: "spiffe://ee.xborder.test/anna".parse().unwrap(),
+        at: Timestamp::from_unix_ms(1),
+    };
+    store
+        .approve(request.id, approval, 1, grant.clone(), &decision())
+        .await
+        .unwrap();
+
+    assert!(
+        sql(&store, "UPDATE notices SET state = 'delivered'").is_err(),
+        "a delivered row needs its time, status and an attempt"
+    );
+    assert!(
+        sql(&store, "UPDATE notices SET status = 200").is_err(),
+        "a pending row has no answer"
+    );
+    assert!(
+        sql(&store, "UPDATE notices SET next_attempt_at = due_at - 1").is_err(),
+        "no attempt before the due time"
+    );
+    assert!(
+        sql(&store, "UPDATE notices SET attempts = 1").is_err(),
+        "an attempt has a time"
+    );
+    assert!(
+        sql(&store, "UPDATE notices SET state = 'lost'").is_err(),
+        "CHECK on notices.state"
+    );
+    assert!(
+        sql(&store, "UPDATE notices SET grant_id = 'no-such-grant'").is_err(),
+        "foreign key to grants"
+    );
+    assert!(
+        sql(
+            &store,
+            &format!(
+                "INSERT INTO notices (id, grant_id, request_id, due_at, state, next_attempt_at) \
+                 VALUES ('{}', '{}', '{}', 1, 'pending', 1)",
+                crate::notify::NoticeId::new(),
+                grant.id,
+                request.id
+            )
+        )
+        .is_err(),
+        "one notice per grant"
+    );
+    assert!(
+        sql(
+            &store,
+            "UPDATE notices SET state = 'delivered', attempts = 1, last_attempt_at = 5, \
+             delivered_at = 5, status = 302"
+        )
+        .is_err(),
+        "delivered only on a 2xx"
+    );
+
+    sql(&store, "UPDATE grants SET scope_json = '{}'").unwrap();
+    assert_backend_names(store.notices(None).await.unwrap_err(), "grants.scope_json");
+}
+
+/// A file from before notices (schema version 3) migrates; its grants keep
+/// working and get no notice: no deferral was ever decided for them.
+#[tokio::test]
+async fn a_version_3_file_migrates_without_inventing_notices() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SqliteStore::FILE_NAME);
+    let old = request();
+    let grant = grant_for(&old);
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for script in &MIGRATIONS[..3] {
+            tx.execute_batch(script).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 3).unwrap();
+        rows::insert_request(&tx, &old).unwrap();
+        rows::insert_grant(&tx, &grant).unwrap();
+        tx.commit().unwrap();
+    }
+
+    let store = SqliteStore::open(&path, names()).unwrap();
+    assert_eq!(store.grant(grant.id).await.unwrap(), Some(grant));
+    assert!(store.notices(None).await.unwrap().is_empty());
+    assert_eq!(store.next_notice_due().await.unwrap(), None);
+
+    // A grant issued from now on gets its notice.
+    let mut next = request();
+    next.filed_at = Timestamp::from_unix_ms(5);
+    store.insert_request(&next).await.unwrap();
+    let approval = Approval {
+        approver: "spiffe://ee.xborder.test/anna".parse().unwrap(),
+        at: Timestamp::from_unix_ms(10),
+    };
+    store
+        .approve(next.id, approval, 1, grant_for(&next), &decision())
+        .await
+        .unwrap();
+    assert_eq!(store.notices(None).await.unwrap().len(), 1);
 }

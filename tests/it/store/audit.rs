@@ -13,8 +13,8 @@ use xborder::store::sqlite::SqliteStore;
 use xborder::store::{Approved, Store, StoreError};
 
 use super::{
-    approval, approver, assert_conflict, at, close, grant, granted, names, receipt, request,
-    transfer,
+    approval, approver, assert_conflict, at, close, decision, grant, granted, names, receipt,
+    request, transfer,
 };
 
 store_suite!(sqlite, super::super::open_sqlite;
@@ -73,12 +73,18 @@ async fn every_change_appends_the_entries_that_record_it(store: Arc<dyn Store>) 
             approval("anna", 2_000),
             2,
             proposed.clone(),
-            "p1",
+            &decision("p1"),
         )
         .await
         .unwrap();
     let Approved::Granted(granted) = store
-        .approve(request.id, approval("bert", 2_500), 2, proposed, "p2")
+        .approve(
+            request.id,
+            approval("bert", 2_500),
+            2,
+            proposed,
+            &decision("p2"),
+        )
         .await
         .unwrap()
     else {
@@ -242,7 +248,7 @@ async fn a_refused_change_appends_nothing(store: Arc<dyn Store>) {
                 approval("zoe", 3_000),
                 1,
                 super::grant(&request(1_000), 100_000, None),
-                "p",
+                &decision("p"),
             )
             .await,
         "",
@@ -372,7 +378,7 @@ async fn sqlite_a_change_whose_entry_cannot_be_appended_is_not_made() {
             approval("anna", 2_000),
             1,
             grant(&request, 100_000, None),
-            "p",
+            &decision("p"),
         )
         .await;
     assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
@@ -392,7 +398,7 @@ async fn sqlite_a_change_whose_entry_cannot_be_appended_is_not_made() {
             approval("anna", 2_000),
             1,
             grant(&request, 100_000, None),
-            "p",
+            &decision("p"),
         )
         .await
         .unwrap();
@@ -418,7 +424,7 @@ async fn sqlite_an_entry_whose_change_fails_is_not_kept() {
             approval("anna", 2_000),
             1,
             grant(&request, 100_000, None),
-            "p",
+            &decision("p"),
         )
         .await;
     assert!(result.is_err(), "{result:?}");
@@ -436,7 +442,7 @@ async fn sqlite_an_entry_whose_change_fails_is_not_kept() {
             approval("anna", 2_000),
             1,
             grant(&request, 100_000, None),
-            "p",
+            &decision("p"),
         )
         .await
         .unwrap()
