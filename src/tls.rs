@@ -26,7 +26,7 @@ use crate::identity::{Jurisdiction, TrustDomain};
 pub mod reload;
 mod verifier;
 
-pub use verifier::{JurisdictionVerifier, Refusal};
+pub use verifier::{JurisdictionVerifier, MAX_INTERMEDIATES, Refusal};
 
 /// The crypto provider every config in the gateway uses.
 pub fn provider() -> Arc<CryptoProvider> {

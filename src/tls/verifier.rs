@@ -19,6 +19,12 @@ use rustls::{
 use super::{LoadedAnchor, webpki_verifier};
 use crate::identity::{self, IdentityError, Jurisdiction, TrustDomain};
 
+/// The most intermediate certificates a peer may present. Each CA's own
+/// path-length constraint still applies (the development CAs allow none);
+/// this bounds the path building work a peer can ask of the gateway before
+/// any signature is checked.
+pub const MAX_INTERMEDIATES: usize = 4;
+
 /// Verifies client certificates against the CA bound to their trust domain.
 pub struct JurisdictionVerifier {
     anchors: Vec<Anchor>,
@@ -113,6 +119,15 @@ impl ClientCertVerifier for JurisdictionVerifier {
             Err(e) => return Err(Self::refuse(None, e.to_string())),
         };
         let claimed = Some(spiffe_id.to_string());
+        if intermediates.len() > MAX_INTERMEDIATES {
+            return Err(Self::refuse(
+                claimed,
+                format!(
+                    "a chain of {} intermediate certificates; at most {MAX_INTERMEDIATES} are accepted",
+                    intermediates.len()
+                ),
+            ));
+        }
         let Some(anchor) = self
             .anchors
             .iter()

@@ -14,7 +14,7 @@ use ed25519_dalek::pkcs8::DecodePrivateKey as _;
 use ed25519_dalek::{Signer as _, SigningKey};
 use http::{Method, StatusCode};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -1244,4 +1244,123 @@ async fn a_stalled_request_body_is_cut() {
     drop(tls);
     fx.still_served().await;
     fx.shutdown().await;
+}
+
+#[tokio::test]
+async fn chains_deeper_than_allowed_are_refused() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
+    };
+    let fx = Fixture::new().await;
+    let police = "spiffe://fi.xborder.test/agency/police";
+
+    // A genuine intermediate CA under FI's CA, whose path length (0) allows
+    // none: one level deeper than the CA permits.
+    let mut root = CertificateParams::default();
+    root.distinguished_name = DistinguishedName::new();
+    root.distinguished_name
+        .push(DnType::CommonName, "xborder dev CA FI");
+    root.distinguished_name
+        .push(DnType::OrganizationName, "xborder dev");
+    let root = Issuer::new(root, KeyPair::from_pem(&fx.world.fi.key_pem()).unwrap());
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "FI issuing CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(30);
+    // Control: a leaf signed by FI's CA as rebuilt here is served, so what
+    // refuses the next one is the intermediate alone.
+    let (direct, direct_key) = client_leaf(police, &root);
+    let client = client_with_chain(&fx.world, direct, &direct_key, Vec::new());
+    let (status, _) = get(&client, fx.gateway.border, PING).await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND, "the control leaf is served");
+
+    let intermediate_key = KeyPair::generate().unwrap();
+    let intermediate = params.signed_by(&intermediate_key, &root).unwrap();
+    let issuing = Issuer::new(params, intermediate_key);
+    let (leaf, leaf_key) = client_leaf(police, &issuing);
+    let deeper = client_with_chain(
+        &fx.world,
+        leaf.clone(),
+        &leaf_key,
+        vec![intermediate.der().clone()],
+    );
+    let seen = assert_refused(&deeper, fx.gateway.border).await;
+    println!("through an intermediate the CA does not allow: {seen}");
+
+    // A chain padded with more intermediates than any path may use.
+    let genuine = fx
+        .world
+        .fi
+        .issue(&LeafSpec::client(spiffe(police)))
+        .unwrap();
+    let padded = vec![fx.world.fi.cert_der(); xborder::tls::MAX_INTERMEDIATES + 1];
+    let key = KeyPair::from_pem(&genuine.key_pem()).unwrap();
+    let long = client_with_chain(&fx.world, genuine.cert_der(), &key, padded);
+    let seen = assert_refused(&long, fx.gateway.border).await;
+    println!(
+        "{} intermediates: {seen}",
+        xborder::tls::MAX_INTERMEDIATES + 1
+    );
+
+    fx.still_served().await;
+    fx.shutdown().await;
+}
+
+/// A client leaf for `spiffe_id` signed by `issuer`.
+fn client_leaf(
+    spiffe_id: &str,
+    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+) -> (CertificateDer<'static>, rcgen::KeyPair) {
+    use rcgen::{
+        CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose, SanType,
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, "police");
+    params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().unwrap())];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(1);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.der().clone(), key)
+}
+
+/// A client that presents `leaf` then `chain`, trusting EE's CA for the server.
+fn client_with_chain(
+    world: &World,
+    leaf: CertificateDer<'static>,
+    key: &rcgen::KeyPair,
+    chain: Vec<CertificateDer<'static>>,
+) -> BorderClient {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(world.ee.cert_der()).unwrap();
+    let signing = tls::provider()
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            key.serialize_der(),
+        )))
+        .unwrap();
+    let mut certs = vec![leaf];
+    certs.extend(chain);
+    let certified = CertifiedKey::new(certs, signing);
+    let mut config = (*tls::client_config_with(roots, Arc::new(certified)).unwrap()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    BorderClient::new(Arc::new(config))
 }
