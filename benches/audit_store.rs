@@ -25,6 +25,7 @@ use xborder::store::sqlite::SqliteStore;
 const PER_TX: u64 = 2_000;
 const BATCH: u64 = 10_000;
 const PROBES: u64 = 1_000;
+const CONCURRENT: u64 = 64;
 
 fn event(i: u64) -> Event {
     Event::TlsReloaded {
@@ -66,6 +67,31 @@ async fn run(final_size: u64) {
         1.0 / record.as_secs_f64()
     );
 
+    // The same durable appends from 64 writers at once: group commit shares
+    // each fsync among the writes that arrive while the last one is written.
+    let store = Arc::new(store);
+    let start = Instant::now();
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..CONCURRENT {
+        let store = Arc::clone(&store);
+        writers.spawn(async move {
+            for i in 0..PER_TX / CONCURRENT {
+                store
+                    .record(at, event(w * 1_000_000 + i))
+                    .await
+                    .expect("record");
+            }
+        });
+    }
+    while writers.join_next().await.is_some() {}
+    let concurrent = start.elapsed() / PER_TX as u32;
+    println!(
+        "  audit record, {CONCURRENT} writers    {:>9.1} µs  = {:.0} entries/s, {:.1}× one writer (group commit)",
+        micros(concurrent),
+        1.0 / concurrent.as_secs_f64(),
+        record.as_secs_f64() / concurrent.as_secs_f64()
+    );
+
     // Fill in batches, measuring proofs at sizes a factor of 32 apart.
     let lookup = lookup_time(dir.path()).await;
     println!(
@@ -76,10 +102,10 @@ async fn run(final_size: u64) {
         "  {:>9}  {:>12}  {:>14}  {:>16}  {:>10}",
         "entries", "root µs", "inclusion µs", "consistency µs", "lookups"
     );
-    let mut size = PER_TX;
+    let mut size = store.audit_head().await.expect("head").0;
     let mut fill = Duration::ZERO;
     let mut filled = 0;
-    let mut checkpoints: Vec<u64> = [PER_TX, 32_768]
+    let mut checkpoints: Vec<u64> = [size, 32_768]
         .into_iter()
         .filter(|&s| s < final_size)
         .collect();

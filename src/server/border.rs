@@ -314,22 +314,23 @@ async fn receipt(
     let id: TransferId = id.parse().map_err(|_| Problem::TransferNotFound)?;
     let store = &shared.review.store;
     let unavailable = |e| Problem::StoreUnavailable(Box::new(e));
+    // Open first: a transfer that closes between the two reads is then
+    // answered "still open" (retry), never "unknown".
+    let open = store
+        .open_transfers()
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .any(|open| open.id == id && open.grantee == peer.spiffe_id.as_str());
+    if open {
+        return Err(Problem::TransferOpen);
+    }
     match store.transfer_receipt(id).await.map_err(unavailable)? {
         Some((receipt, jws)) if receipt.grantee == peer.spiffe_id.as_str() => Ok(json(
             StatusCode::OK,
             &json!({ "receipt": receipt, "jws": jws }),
         )),
-        Some(_) => Err(Problem::TransferNotFound),
-        None if store
-            .open_transfers()
-            .await
-            .map_err(unavailable)?
-            .iter()
-            .any(|open| open.id == id) =>
-        {
-            Err(Problem::TransferOpen)
-        }
-        None => Err(Problem::TransferNotFound),
+        _ => Err(Problem::TransferNotFound),
     }
 }
 

@@ -1,11 +1,13 @@
 //! The embedded store: one SQLite file under the gateway's `data_dir`.
 //!
-//! One connection behind a mutex, used from `spawn_blocking` so a slow disk
-//! never stalls the async workers. SQLite allows one writer at a time anyway,
-//! and every call is short, so a pool would only add lock contention. Writes
-//! open with `BEGIN IMMEDIATE`: the write lock is taken before the state
-//! check, so a check and the change it guards cannot be split by another
-//! process writing the same file. The file runs in WAL mode with
+//! Two connections. Writes go to one writer task ([`writer`]) that commits
+//! the writes arriving together in one `BEGIN IMMEDIATE` transaction, each in
+//! its own savepoint, and acknowledges them after its COMMIT: one fsync per
+//! batch, not per write. The write lock is taken before any state check, so
+//! a check and the change it guards cannot be split by another process
+//! writing the same file. Reads use the second connection from
+//! `spawn_blocking`, so a slow disk never stalls the async workers and a
+//! read never waits for a batch (WAL). The file runs in WAL mode with
 //! `synchronous = FULL`: an acknowledged write survives power loss.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, params};
+
+use writer::Writer;
 
 use super::{Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError};
 use crate::audit::entry::{Event, Pseudonymiser, text_hash};
@@ -32,12 +36,17 @@ mod rows;
 #[cfg(test)]
 mod tests;
 mod transfers;
+mod writer;
 
 /// How long a call waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    /// Every write, group-committed (see [`writer`]).
+    writer: Writer,
+    /// Reads: a second connection, which WAL lets read while a batch is
+    /// being written, and which sees only committed writes.
+    reader: Arc<Mutex<Connection>>,
     /// Pseudonymises targets in the audit entries this store writes.
     names: Arc<Pseudonymiser>,
 }
@@ -62,8 +71,11 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(|e| at(e.into()))?;
         configure(&conn).map_err(at)?;
         migrations::migrate(&mut conn).map_err(at)?;
+        let reader = Connection::open(path).map_err(|e| at(e.into()))?;
+        configure(&reader).map_err(at)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Writer::new(conn),
+            reader: Arc::new(Mutex::new(reader)),
             names: Arc::new(names),
         })
     }
@@ -76,22 +88,18 @@ impl SqliteStore {
         at: Timestamp,
         events: Vec<Event>,
     ) -> Result<Option<u64>, StoreError> {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let last = audit::append_all(&tx, at, events)?;
-            tx.commit()?;
-            Ok(last)
-        })
-        .await
+        self.writer
+            .write(move |conn| audit::append_all(conn, at, events))
+            .await
     }
 
-    /// Runs `f` on the connection on tokio's blocking pool.
-    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs the read `f` on the read connection on tokio's blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        let conn = Arc::clone(&self.reader);
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock is a bug; refuse to go on with
             // the connection rather than guess what it left behind.
@@ -141,22 +149,21 @@ impl Store for SqliteStore {
     async fn insert_request(&self, request: &Request) -> Result<(), StoreError> {
         let request = request.clone();
         let names = Arc::clone(&self.names);
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            rows::insert_request(&tx, &request)?;
-            audit::append_all(
-                &tx,
-                request.filed_at,
-                Event::request_filed(&request, &names),
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.writer
+            .write(move |conn| {
+                rows::insert_request(conn, &request)?;
+                audit::append_all(
+                    conn,
+                    request.filed_at,
+                    Event::request_filed(&request, &names),
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     async fn request(&self, id: RequestId) -> Result<Option<Request>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             // A read transaction so the request, findings and approvals are one snapshot.
             let tx = conn.transaction()?;
             rows::request(&tx, id)
@@ -165,7 +172,7 @@ impl Store for SqliteStore {
     }
 
     async fn requests(&self, state: Option<RequestState>) -> Result<Vec<Request>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let tx = conn.transaction()?;
             rows::requests(&tx, state.map(RequestState::as_str))
         })
@@ -184,23 +191,22 @@ impl Store for SqliteStore {
             policy,
             notice_after,
         } = decision.clone();
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.writer.write(move |conn| {
             let key = id.to_string();
-            pending(&tx, id)?;
+            pending(conn, id)?;
             if grant.request_id != id {
                 return Err(StoreError::Conflict(format!(
                     "grant {} is for request {}, not {id}",
                     grant.id, grant.request_id
                 )));
             }
-            tx.execute(
+            conn.execute(
                 "INSERT OR IGNORE INTO approvals (request_id, approver, at) VALUES (?1, ?2, ?3)",
                 params![key, approval.approver.as_str(), approval.at.unix_ms()],
             )?;
-            let approvals = rows::approvals(&tx, &key)?;
+            let approvals = rows::approvals(conn, &key)?;
             audit::append(
-                &tx,
+                conn,
                 approval.at,
                 Event::Approval {
                     request: id,
@@ -211,15 +217,14 @@ impl Store for SqliteStore {
                 },
             )?;
             if approvals.len() < required {
-                tx.commit()?;
                 return Ok(Approved::Pending {
                     approvals: approvals.len(),
                     required,
                 });
             }
             grant.approvers = approvals.into_iter().map(|a| a.approver).collect();
-            rows::insert_grant(&tx, &grant)?;
-            tx.execute(
+            rows::insert_grant(conn, &grant)?;
+            conn.execute(
                 "UPDATE requests SET state = ?1, decided_at = ?2, decided_by = ?3, grant_id = ?4 WHERE id = ?5",
                 params![
                     RequestState::Approved.as_str(),
@@ -230,13 +235,12 @@ impl Store for SqliteStore {
                 ],
             )?;
             let notice_due = grant.issued_at.saturating_add(notice_after);
-            notices::insert(&tx, NoticeId::new(), &grant, notice_due)?;
+            notices::insert(conn, NoticeId::new(), &grant, notice_due)?;
             audit::append(
-                &tx,
+                conn,
                 approval.at,
                 Event::grant_issued(&grant, &policy, notice_due),
             )?;
-            tx.commit()?;
             Ok(Approved::Granted(Box::new(grant)))
         })
         .await
@@ -251,10 +255,9 @@ impl Store for SqliteStore {
     ) -> Result<Request, StoreError> {
         let by = by.clone();
         let reason = reason.to_owned();
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            pending(&tx, id)?;
-            tx.execute(
+        self.writer.write(move |conn| {
+            pending(conn, id)?;
+            conn.execute(
                 "UPDATE requests SET state = ?1, decided_at = ?2, decided_by = ?3, reason = ?4 WHERE id = ?5",
                 params![
                     RequestState::Denied.as_str(),
@@ -264,9 +267,9 @@ impl Store for SqliteStore {
                     id.to_string()
                 ],
             )?;
-            let request = rows::request(&tx, id)?.ok_or(StoreError::NotFound)?;
+            let request = rows::request(conn, id)?.ok_or(StoreError::NotFound)?;
             audit::append(
-                &tx,
+                conn,
                 at,
                 Event::RequestDenied {
                     request: id,
@@ -274,18 +277,17 @@ impl Store for SqliteStore {
                     reason_sha256: text_hash(&reason),
                 },
             )?;
-            tx.commit()?;
             Ok(request)
         })
         .await
     }
 
     async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
-        self.run(move |conn| rows::grant(conn, id)).await
+        self.read(move |conn| rows::grant(conn, id)).await
     }
 
     async fn grants(&self, state: Option<GrantState>) -> Result<Vec<Grant>, StoreError> {
-        self.run(move |conn| rows::grants(conn, state.map(GrantState::as_str)))
+        self.read(move |conn| rows::grants(conn, state.map(GrantState::as_str)))
             .await
     }
 
@@ -296,63 +298,62 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> Result<Grant, StoreError> {
         let by = by.clone();
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut grant = rows::grant(&tx, id)?.ok_or(StoreError::NotFound)?;
-            if grant.state != GrantState::Active {
-                return Err(StoreError::Conflict(format!(
-                    "grant {id} is {}, not active",
-                    grant.state.as_str()
-                )));
-            }
-            let Some(due) = grant.validation_due else {
-                return Err(StoreError::Conflict(format!(
-                    "grant {id} needs no validation"
-                )));
-            };
-            if let Some(earlier) = &grant.validated_by {
-                return Err(StoreError::Conflict(format!(
-                    "grant {id} is already validated by {earlier}"
-                )));
-            }
-            if grant.approvers.contains(&by) {
-                return Err(StoreError::Conflict(format!(
-                    "{by} approved grant {id}, so a different approver must validate it"
-                )));
-            }
-            // Past the deadline the scheduler ends the grant (`Grant::due_cause`);
-            // a validation racing it must not revive it.
-            match grant.due_cause(at) {
-                None => {}
-                Some(Cause::ValidationMissed) => {
+        self.writer
+            .write(move |conn| {
+                let mut grant = rows::grant(conn, id)?.ok_or(StoreError::NotFound)?;
+                if grant.state != GrantState::Active {
                     return Err(StoreError::Conflict(format!(
-                        "grant {id} had to be validated by {due}"
+                        "grant {id} is {}, not active",
+                        grant.state.as_str()
                     )));
                 }
-                Some(_) => {
+                let Some(due) = grant.validation_due else {
                     return Err(StoreError::Conflict(format!(
-                        "grant {id} expired at {}",
-                        grant.expires_at
+                        "grant {id} needs no validation"
+                    )));
+                };
+                if let Some(earlier) = &grant.validated_by {
+                    return Err(StoreError::Conflict(format!(
+                        "grant {id} is already validated by {earlier}"
                     )));
                 }
-            }
-            tx.execute(
-                "UPDATE grants SET validated_by = ?1, validated_at = ?2 WHERE id = ?3",
-                params![by.as_str(), at.unix_ms(), id.to_string()],
-            )?;
-            audit::append(
-                &tx,
-                at,
-                Event::GrantValidated {
-                    grant: id,
-                    by: by.to_string(),
-                },
-            )?;
-            tx.commit()?;
-            grant.validated_by = Some(by);
-            Ok(grant)
-        })
-        .await
+                if grant.approvers.contains(&by) {
+                    return Err(StoreError::Conflict(format!(
+                        "{by} approved grant {id}, so a different approver must validate it"
+                    )));
+                }
+                // Past the deadline the scheduler ends the grant (`Grant::due_cause`);
+                // a validation racing it must not revive it.
+                match grant.due_cause(at) {
+                    None => {}
+                    Some(Cause::ValidationMissed) => {
+                        return Err(StoreError::Conflict(format!(
+                            "grant {id} had to be validated by {due}"
+                        )));
+                    }
+                    Some(_) => {
+                        return Err(StoreError::Conflict(format!(
+                            "grant {id} expired at {}",
+                            grant.expires_at
+                        )));
+                    }
+                }
+                conn.execute(
+                    "UPDATE grants SET validated_by = ?1, validated_at = ?2 WHERE id = ?3",
+                    params![by.as_str(), at.unix_ms(), id.to_string()],
+                )?;
+                audit::append(
+                    conn,
+                    at,
+                    Event::GrantValidated {
+                        grant: id,
+                        by: by.to_string(),
+                    },
+                )?;
+                grant.validated_by = Some(by);
+                Ok(grant)
+            })
+            .await
     }
 
     async fn end_grant(
@@ -365,9 +366,8 @@ impl Store for SqliteStore {
     ) -> Result<Option<Grant>, StoreError> {
         let by = by.cloned();
         let reason = reason.map(str::to_owned);
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let changed = tx.execute(
+        self.writer.write(move |conn| {
+            let changed = conn.execute(
                 "UPDATE grants SET state = ?1, ended_cause = ?2, ended_at = ?3, ended_by = ?4, ended_reason = ?5 \
                  WHERE id = ?6 AND state = 'active'",
                 params![
@@ -379,10 +379,10 @@ impl Store for SqliteStore {
                     id.to_string(),
                 ],
             )?;
-            let grant = rows::grant(&tx, id)?.ok_or(StoreError::NotFound)?;
+            let grant = rows::grant(conn, id)?.ok_or(StoreError::NotFound)?;
             if changed == 1 {
                 audit::append(
-                    &tx,
+                    conn,
                     at,
                     Event::grant_ended(
                         id,
@@ -392,18 +392,17 @@ impl Store for SqliteStore {
                     ),
                 )?;
             }
-            tx.commit()?;
             Ok((changed == 1).then_some(grant))
         })
         .await
     }
 
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.run(|conn| rows::next_due(conn)).await
+        self.read(|conn| rows::next_due(conn)).await
     }
 
     async fn due(&self, now: Timestamp) -> Result<Vec<(GrantId, Cause)>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let candidates = rows::due_candidates(conn, now)?;
             // The SQL narrows; `due_cause` decides, so the scheduler and the
             // store cannot disagree on which cause wins.
@@ -418,7 +417,8 @@ impl Store for SqliteStore {
     async fn open_transfer(&self, open: &TransferOpen) -> Result<u64, StoreError> {
         let open = open.clone();
         let names = Arc::clone(&self.names);
-        self.run(move |conn| transfers::open(conn, &open, &names))
+        self.writer
+            .write(move |conn| transfers::open(conn, &open, &names))
             .await
     }
 
@@ -427,7 +427,8 @@ impl Store for SqliteStore {
         receipt: Receipt,
         sign: SignReceipt,
     ) -> Result<(Receipt, String), StoreError> {
-        self.run(move |conn| transfers::close(conn, receipt, sign))
+        self.writer
+            .write(move |conn| transfers::close(conn, receipt, sign))
             .await
     }
 
@@ -435,19 +436,19 @@ impl Store for SqliteStore {
         &self,
         id: TransferId,
     ) -> Result<Option<(Receipt, String)>, StoreError> {
-        self.run(move |conn| transfers::receipt(conn, id)).await
+        self.read(move |conn| transfers::receipt(conn, id)).await
     }
 
     async fn open_transfers(&self) -> Result<Vec<TransferOpen>, StoreError> {
-        self.run(|conn| transfers::open_transfers(conn)).await
+        self.read(|conn| transfers::open_transfers(conn)).await
     }
 
     async fn next_notice_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.run(|conn| notices::next_due(conn)).await
+        self.read(|conn| notices::next_due(conn)).await
     }
 
     async fn due_notices(&self, now: Timestamp, limit: usize) -> Result<Vec<Notice>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             // One snapshot of the notices and the grants they join.
             let tx = conn.transaction()?;
             notices::due(&tx, now, limit)
@@ -461,7 +462,8 @@ impl Store for SqliteStore {
         at: Timestamp,
         status: u16,
     ) -> Result<bool, StoreError> {
-        self.run(move |conn| notices::delivered(conn, id, at, status))
+        self.writer
+            .write(move |conn| notices::delivered(conn, id, at, status))
             .await
     }
 
@@ -473,12 +475,13 @@ impl Store for SqliteStore {
         next_attempt_at: Timestamp,
     ) -> Result<bool, StoreError> {
         let error = error.to_owned();
-        self.run(move |conn| notices::failed(conn, id, at, &error, next_attempt_at))
+        self.writer
+            .write(move |conn| notices::failed(conn, id, at, &error, next_attempt_at))
             .await
     }
 
     async fn notices(&self, state: Option<NoticeState>) -> Result<Vec<NoticeView>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let tx = conn.transaction()?;
             notices::list(&tx, state)
         })
@@ -486,21 +489,20 @@ impl Store for SqliteStore {
     }
 
     async fn notice_counts(&self) -> Result<NoticeCounts, StoreError> {
-        self.run(|conn| notices::counts(conn)).await
+        self.read(|conn| notices::counts(conn)).await
     }
 
     async fn record(&self, at: Timestamp, event: Event) -> Result<u64, StoreError> {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let index = audit::append(&tx, at, event)?;
-            tx.commit()?;
-            Ok(index)
-        })
-        .await
+        self.writer
+            .write(move |conn| {
+                let index = audit::append(conn, at, event)?;
+                Ok(index)
+            })
+            .await
     }
 
     async fn audit_head(&self) -> Result<(u64, Hash), StoreError> {
-        self.run(|conn| {
+        self.read(|conn| {
             let tx = conn.transaction()?;
             audit::head(&tx)
         })
@@ -508,7 +510,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_root(&self, size: u64) -> Result<Hash, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let tx = conn.transaction()?;
             audit::root_at(&tx, size)
         })
@@ -517,12 +519,12 @@ impl Store for SqliteStore {
 
     async fn audit_entries(&self, start: u64, limit: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         let limit = limit.min(MAX_AUDIT_PAGE);
-        self.run(move |conn| audit::entries(conn, start, limit))
+        self.read(move |conn| audit::entries(conn, start, limit))
             .await
     }
 
     async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let tx = conn.transaction()?;
             audit::inclusion_proof(&tx, index, size)
         })
@@ -530,7 +532,7 @@ impl Store for SqliteStore {
     }
 
     async fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let tx = conn.transaction()?;
             audit::consistency_proof(&tx, old, new)
         })

@@ -5,7 +5,7 @@
 //! the grant (grantee, scope, issue and expiry) is joined from `grants`, so
 //! it is stored once.
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::audit;
 use super::rows::{Cols, sql_count};
@@ -97,7 +97,7 @@ fn collect(
 /// Puts `grant`'s notice in the outbox, pending, due at `due_at`; inside
 /// the transaction that issues the grant.
 pub(super) fn insert(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: NoticeId,
     grant: &Grant,
     due_at: Timestamp,
@@ -140,7 +140,7 @@ pub(super) fn due(
 
 /// See `Store::notice_delivered`.
 pub(super) fn delivered(
-    conn: &mut Connection,
+    conn: &Connection,
     id: NoticeId,
     at: Timestamp,
     status: u16,
@@ -150,8 +150,7 @@ pub(super) fn delivered(
             "notice {id} is delivered only on a 2xx answer, not {status}"
         )));
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let found: Option<(String, String, i64)> = tx
+    let found: Option<(String, String, i64)> = conn
         .prepare_cached("SELECT state, grant_id, attempts FROM notices WHERE id = ?1")?
         .query_row([id.to_string()], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
@@ -170,7 +169,7 @@ pub(super) fn delivered(
         .ok()
         .and_then(|a| a.checked_add(1))
         .ok_or_else(|| StoreError::Backend(format!("notice {id}'s attempt count").into()))?;
-    tx.execute(
+    conn.execute(
         "UPDATE notices SET state = 'delivered', attempts = ?1, last_attempt_at = ?2, \
          delivered_at = ?2, status = ?3 WHERE id = ?4",
         params![
@@ -181,7 +180,7 @@ pub(super) fn delivered(
         ],
     )?;
     audit::append(
-        &tx,
+        conn,
         at,
         Event::NoticeDelivered {
             notice: id,
@@ -190,20 +189,18 @@ pub(super) fn delivered(
             status,
         },
     )?;
-    tx.commit()?;
     Ok(true)
 }
 
 /// See `Store::notice_failed`.
 pub(super) fn failed(
-    conn: &mut Connection,
+    conn: &Connection,
     id: NoticeId,
     at: Timestamp,
     error: &str,
     next_attempt_at: Timestamp,
 ) -> Result<bool, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let changed = tx.execute(
+    let changed = conn.execute(
         "UPDATE notices SET attempts = attempts + 1, last_attempt_at = ?1, last_error = ?2, \
          next_attempt_at = max(?3, due_at) WHERE id = ?4 AND state = 'pending'",
         params![
@@ -214,7 +211,7 @@ pub(super) fn failed(
         ],
     )?;
     if changed == 0 {
-        let exists: Option<i64> = tx
+        let exists: Option<i64> = conn
             .prepare_cached("SELECT 1 FROM notices WHERE id = ?1")?
             .query_row([id.to_string()], |row| row.get(0))
             .optional()?;
@@ -223,7 +220,6 @@ pub(super) fn failed(
             None => Err(StoreError::NotFound),
         };
     }
-    tx.commit()?;
     Ok(true)
 }
 

@@ -8,7 +8,7 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde::de::IntoDeserializer;
@@ -151,7 +151,7 @@ fn request_row(row: &Row<'_>) -> Result<Request, StoreError> {
     })
 }
 
-pub(super) fn insert_request(tx: &Transaction<'_>, r: &Request) -> Result<(), StoreError> {
+pub(super) fn insert_request(tx: &Connection, r: &Request) -> Result<(), StoreError> {
     let scope = json_text(&r.scope)?;
     tx.execute(
         &format!("INSERT INTO requests ({REQUEST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
@@ -337,7 +337,7 @@ fn grant_row(row: &Row<'_>) -> Result<Grant, StoreError> {
     })
 }
 
-pub(super) fn insert_grant(tx: &Transaction<'_>, g: &Grant) -> Result<(), StoreError> {
+pub(super) fn insert_grant(tx: &Connection, g: &Grant) -> Result<(), StoreError> {
     let scope = json_text(&g.scope)?;
     let approvers = json_text(&g.approvers)?;
     let ending = g.ending.as_ref();

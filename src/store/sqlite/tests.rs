@@ -72,7 +72,7 @@ fn decision() -> crate::store::Decision {
 }
 
 fn sql(store: &SqliteStore, statement: &str) -> rusqlite::Result<usize> {
-    store.conn.lock().unwrap().execute(statement, [])
+    store.reader.lock().unwrap().execute(statement, [])
 }
 
 #[track_caller]
@@ -92,7 +92,7 @@ fn assert_backend_names(error: StoreError, column: &str) {
 #[test]
 fn a_new_file_is_durable_and_at_the_current_version() {
     let (_dir, _path, store) = open();
-    let conn = store.conn.lock().unwrap();
+    let conn = store.reader.lock().unwrap();
     let pragma = |name: &str| -> String {
         conn.pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
             .map(|v| match v {
@@ -238,7 +238,7 @@ async fn a_bad_grant_row_names_its_column() {
 #[test]
 fn the_scheduler_queries_use_the_partial_indexes() {
     let (_dir, _path, store) = open();
-    let conn = store.conn.lock().unwrap();
+    let conn = store.reader.lock().unwrap();
     let plan = |query: &str| -> String {
         let mut stmt = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
@@ -339,7 +339,7 @@ async fn a_version_1_file_migrates_and_keeps_its_grants() {
 
     let store = SqliteStore::open(&path, names()).unwrap();
     assert_eq!(
-        migrations::user_version(&store.conn.lock().unwrap()).unwrap(),
+        migrations::user_version(&store.reader.lock().unwrap()).unwrap(),
         migrations::current_version()
     );
     assert_eq!(store.grant(grant.id).await.unwrap(), Some(grant.clone()));

@@ -2,7 +2,7 @@
 //! receipt. Each function is one whole `BEGIN IMMEDIATE` transaction, so the
 //! quota check and the count it guards cannot be split by another writer.
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::audit;
 use super::rows::{self, Cols, json_text, sql_count, unique_to_conflict};
@@ -31,13 +31,12 @@ fn open_row(row: &Row<'_>) -> Result<TransferOpen, StoreError> {
 
 /// See `Store::open_transfer`.
 pub(super) fn open(
-    conn: &mut Connection,
+    conn: &Connection,
     open: &TransferOpen,
     names: &Pseudonymiser,
 ) -> Result<u64, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let id = open.grant_id;
-    let grant = rows::grant(&tx, id)?.ok_or(StoreError::NotFound)?;
+    let grant = rows::grant(conn, id)?.ok_or(StoreError::NotFound)?;
     if grant.state != GrantState::Active {
         return Err(StoreError::Conflict(format!(
             "grant {id} is {}, not active",
@@ -78,11 +77,11 @@ pub(super) fn open(
     let used_transfers = grant.used_transfers.checked_add(1).ok_or_else(|| {
         StoreError::Backend(format!("grant {id}'s transfer count overflows").into())
     })?;
-    tx.execute(
+    conn.execute(
         "UPDATE grants SET used_transfers = ?1 WHERE id = ?2",
         params![sql_count(used_transfers, "used_transfers")?, id.to_string()],
     )?;
-    tx.execute(
+    conn.execute(
         &format!(
             "INSERT INTO transfers ({OPEN_COLUMNS}, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open')"
         ),
@@ -97,14 +96,13 @@ pub(super) fn open(
         ],
     )
     .map_err(|e| unique_to_conflict(e, || format!("transfer {} already exists", open.id)))?;
-    audit::append(&tx, open.started_at, Event::transfer_allowed(open, names))?;
-    tx.commit()?;
+    audit::append(conn, open.started_at, Event::transfer_allowed(open, names))?;
     Ok(grant.used_bytes)
 }
 
 /// See `Store::close_transfer`.
 pub(super) fn close(
-    conn: &mut Connection,
+    conn: &Connection,
     mut receipt: Receipt,
     sign: SignReceipt,
 ) -> Result<(Receipt, String), StoreError> {
@@ -115,9 +113,8 @@ pub(super) fn close(
             receipt.complete, receipt.incomplete
         )));
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (state, opened) = {
-        let mut stmt = tx.prepare_cached(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {OPEN_COLUMNS}, state FROM transfers WHERE id = ?1"
         ))?;
         let mut found = stmt.query([id.to_string()])?;
@@ -142,7 +139,7 @@ pub(super) fn close(
         )));
     }
     let grant_id = opened.grant_id.to_string();
-    let used_bytes: i64 = tx
+    let used_bytes: i64 = conn
         .prepare_cached("SELECT used_bytes FROM grants WHERE id = ?1")?
         .query_row([&grant_id], |row| row.get(0))
         .optional()?
@@ -153,14 +150,14 @@ pub(super) fn close(
         .ok_or_else(|| {
             StoreError::Backend(format!("grant {grant_id}'s byte count overflows").into())
         })?;
-    tx.execute(
+    conn.execute(
         "UPDATE grants SET used_bytes = ?1 WHERE id = ?2",
         params![sql_count(used_bytes, "used_bytes")?, grant_id],
     )?;
-    let index = audit::append(&tx, receipt.ended_at, Event::transfer_completed(&receipt))?;
+    let index = audit::append(conn, receipt.ended_at, Event::transfer_completed(&receipt))?;
     receipt.audit_index = Some(index);
     let jws = sign(&receipt).map_err(StoreError::Backend)?;
-    tx.execute(
+    conn.execute(
         "UPDATE transfers SET state = 'closed', ended_at = ?1, complete = ?2, incomplete = ?3, \
          plaintext_bytes = ?4, ciphertext_bytes = ?5, plaintext_sha256 = ?6, ciphertext_sha256 = ?7, \
          receipt_json = ?8, jws = ?9 WHERE id = ?10 AND state = 'open'",
@@ -177,7 +174,6 @@ pub(super) fn close(
             id.to_string(),
         ],
     )?;
-    tx.commit()?;
     Ok((receipt, jws))
 }
 
