@@ -169,6 +169,10 @@ pub struct Route {
     pub prefix: String,
     pub upstream: http::Uri,
     pub category: Category,
+    /// Seal the payload with age to the grant's recipient (the default);
+    /// `false`: pass it through as the data service sent it, for payloads
+    /// it already encrypts end to end to the requester.
+    pub seal: bool,
 }
 
 impl Route {
@@ -810,6 +814,7 @@ impl Validator<'_> {
                     prefix,
                     upstream,
                     category,
+                    seal: route.seal.unwrap_or(true),
                 });
             }
         }

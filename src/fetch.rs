@@ -8,7 +8,9 @@
 //! published keys (`GET /v1/keys`), say the transfer was complete, and name
 //! the same ciphertext hash and size. Decryption writes to another temporary
 //! file that is renamed onto the output only when all of it decrypted: no
-//! partial plaintext is ever left at the output path.
+//! partial plaintext is ever left at the output path. A pass-through route's
+//! payload (`encrypted: false` in its receipt) is the data service's own
+//! end-to-end ciphertext and is kept as it came, once verified.
 //!
 //! The receipt's entry must also be in the gateway's audit log: the fetch
 //! asks for an inclusion proof under a freshly signed tree head and checks
@@ -146,6 +148,21 @@ pub async fn fetch(
             got_bytes: received,
             want: receipt.ciphertext_sha256,
             want_bytes: receipt.ciphertext_bytes,
+        });
+    }
+
+    // A pass-through route's payload is the data service's own end-to-end
+    // encryption: verified above, kept as it came.
+    if !receipt.encrypted {
+        sealed.as_file().sync_all().map_err(write_error)?;
+        sealed.persist(out).map_err(|e| FetchError::Write {
+            path: out.to_owned(),
+            source: e.error,
+        })?;
+        return Ok(Fetched {
+            receipt,
+            logged_in,
+            out: out.to_owned(),
         });
     }
 

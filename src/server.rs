@@ -219,7 +219,7 @@ impl Gateway {
             failures: audit_metrics.append_failures.clone(),
         };
         let notice_metrics = NoticeMetrics::register(&registry)?;
-        close_interrupted(&review).await?;
+        close_interrupted(&review, &config.routes).await?;
         review
             .store
             .record(review.now(), started_event(&config, &review, &log_key))
@@ -453,9 +453,18 @@ async fn serve_plain<F, Fut>(
 }
 
 /// Closes the transfers a stop left open, with receipts that say so.
-async fn close_interrupted(review: &Review) -> Result<(), StoreError> {
+async fn close_interrupted(
+    review: &Review,
+    routes: &[crate::config::Route],
+) -> Result<(), StoreError> {
     for open in review.store.open_transfers().await? {
-        let receipt = Receipt::interrupted(&open, review.now(), true);
+        // Whether its route sealed it; a route gone from the config is
+        // assumed to have (the default).
+        let sealed = routes
+            .iter()
+            .find(|r| r.prefix == open.route)
+            .is_none_or(|r| r.seal);
+        let receipt = Receipt::interrupted(&open, review.now(), sealed);
         review
             .store
             .close_transfer(receipt, review.receipt_signer())

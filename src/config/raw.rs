@@ -117,4 +117,5 @@ pub struct Route {
     pub prefix: String,
     pub upstream: String,
     pub category: String,
+    pub seal: Option<bool>,
 }

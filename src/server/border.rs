@@ -217,11 +217,17 @@ async fn transfer(
         .check_request(&keys)
         .map_err(|retry| Problem::RateLimited(retry.header_seconds()))?;
 
-    let recipient: age::x25519::Recipient = grant
-        .scope
-        .recipient
-        .parse()
-        .map_err(|e: &str| Problem::Internal(e.into()))?;
+    // A pass-through route's data service encrypts end to end itself.
+    let recipient = if route.seal {
+        let recipient: age::x25519::Recipient = grant
+            .scope
+            .recipient
+            .parse()
+            .map_err(|e: &str| Problem::Internal(e.into()))?;
+        Some(recipient)
+    } else {
+        None
+    };
     // The byte quota may already be spent by this process's other transfers.
     let counter = shared.movers.quotas.counter(grant.id, grant.used_bytes);
     if grant
@@ -263,6 +269,7 @@ async fn transfer(
         target: open.target,
         started_at: open.started_at,
         opened,
+        sealed: route.seal,
     };
 
     let mut request = request;

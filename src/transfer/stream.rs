@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::quota::{self, ByteQuotas};
 use super::receipt::{Incomplete, Receipt, TransferId};
-use super::seal::{Digests, Sealer};
+use super::seal::{Digests, PassThrough, Sealer, Wrapper};
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId};
 use crate::metrics::{CODE_OK, TransferMetrics};
@@ -40,13 +40,16 @@ pub struct Transfer {
     pub started_at: Timestamp,
     /// When it was opened, on tokio's monotonic clock: its duration's start.
     pub opened: tokio::time::Instant,
+    /// Sealed with age by the gateway (`false`: a pass-through route).
+    pub sealed: bool,
 }
 
 /// Everything a transfer needs to start streaming.
 pub struct Start {
     pub transfer: Transfer,
     pub upstream: Body,
-    pub recipient: age::x25519::Recipient,
+    /// The grant's recipient on a sealing route; `None` on a pass-through route.
+    pub recipient: Option<age::x25519::Recipient>,
     /// The grant's byte count in the store when the transfer opened.
     pub used_bytes: u64,
     pub limiter: Arc<RateLimiter>,
@@ -96,12 +99,15 @@ impl Movers {
         let counter = self.quotas.counter(transfer.grant.id, used_bytes);
         let movers = self.clone();
         tokio::spawn(async move {
-            let sealer = Sealer::new(&recipient);
-            let (end, digests) = match sealer {
-                Ok(sealer) => {
+            let wrapper = match &recipient {
+                Some(recipient) => Sealer::new(recipient).map(Wrapper::Seal),
+                None => Ok(Wrapper::Pass(PassThrough::new())),
+            };
+            let (end, digests) = match wrapper {
+                Ok(wrapper) => {
                     movers
                         .pump(
-                            &transfer, upstream, sealer, &counter, &limiter, &keys, ended, &tx,
+                            &transfer, upstream, wrapper, &counter, &limiter, &keys, ended, &tx,
                             cut_tx,
                         )
                         .await
@@ -127,7 +133,7 @@ impl Movers {
         &self,
         transfer: &Transfer,
         mut upstream: Body,
-        mut sealer: Sealer,
+        mut sealer: Wrapper,
         counter: &AtomicU64,
         limiter: &RateLimiter,
         keys: &[Key],
@@ -161,7 +167,7 @@ impl Movers {
                     _ = tx.closed() => break End::ClientGone,
                     () = limiter.shape(keys, u32::try_from(allowed).unwrap_or(u32::MAX)) => {}
                 }
-                let sealed = match sealer.update(&data[..allowed]) {
+                let sealed = match sealer.update(data.slice(..allowed)) {
                     Ok(sealed) => sealed,
                     Err(e) => {
                         tracing::error!(transfer_id = %transfer.id, error = %e, "sealing failed");
@@ -242,7 +248,7 @@ impl Movers {
             complete: incomplete.is_none(),
             incomplete,
             audit_index: None,
-            encrypted: true,
+            encrypted: transfer.sealed,
         };
         let closed = review
             .store

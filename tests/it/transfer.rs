@@ -701,3 +701,129 @@ server_name = "localhost"
     fi.await.unwrap();
     ee.shutdown().await;
 }
+
+/// A route whose data service already encrypts end to end passes its bytes
+/// through untouched, and still checks the token, counts the quota, hashes
+/// and receipts, and logs the transfer; `xborder fetch` keeps the payload as
+/// it came once the receipt and the log vouch for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_through_route_moves_the_bytes_as_sent_and_still_receipts_them() {
+    let world = World::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let upstream = xborder::upstream_example::spawn(loopback(), stop.clone())
+        .await
+        .unwrap();
+    let text = world.config_text(upstream)
+        + &format!(
+            "\n[[routes]]\nprefix = \"/v1/data/content-e2e\"\nupstream = \"http://{upstream}/content\"\ncategory = \"content\"\nseal = false\n"
+        );
+    world.write("ee/gateway.toml", &text);
+    let config = xborder::config::Config::load(&world.path("ee/gateway.toml")).unwrap();
+    assert!(
+        !config
+            .routes
+            .iter()
+            .find(|r| r.prefix == "/v1/data/content-e2e")
+            .unwrap()
+            .seal
+    );
+    let gateway = Running::start_with(config, stop.clone()).await;
+    let police = world.fi_police();
+    let (token, _) = grant_with(
+        &world,
+        gateway.border,
+        gateway.admin,
+        &police,
+        &["content"],
+        json!({ "max_bytes": 250_000 }),
+    )
+    .await;
+
+    // Without a token: refused as on any route.
+    let path = "/v1/data/content-e2e/+3725550123?bytes=100000";
+    let (status, _, _) = pull_raw(&world, gateway.border, &police, None, path).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, transfer, body) =
+        pull_raw(&world, gateway.border, &police, Some(&token), path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        pattern(100_000),
+        "the bytes as the data service sent them"
+    );
+    let first = receipt(&world, gateway.border, &police, &transfer.unwrap()).await;
+    let hash = hex::encode(Sha256::digest(pattern(100_000)));
+    assert_eq!(first["encrypted"], false);
+    assert_eq!(first["complete"], true);
+    assert_eq!(first["plaintext_sha256"], hash.as_str());
+    assert_eq!(first["ciphertext_sha256"], hash.as_str());
+    assert_eq!(first["plaintext_bytes"], 100_000);
+    assert_eq!(first["ciphertext_bytes"], 100_000);
+
+    // The byte quota still cuts exactly at its limit: 100 000 used, 150 000 left.
+    let (status, transfer, body) = pull_raw(
+        &world,
+        gateway.border,
+        &police,
+        Some(&token),
+        "/v1/data/content-e2e/+3725550123?bytes=200000",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, pattern(150_000), "cut at the quota, byte for byte");
+    let receipt = receipt(&world, gateway.border, &police, &transfer.unwrap()).await;
+    assert_eq!(
+        (
+            receipt["complete"].as_bool(),
+            receipt["incomplete"].as_str()
+        ),
+        (Some(false), Some("exhausted"))
+    );
+
+    // `xborder fetch` on a fresh grant keeps the payload as it came.
+    let (token, _) = grant_with(
+        &world,
+        gateway.border,
+        gateway.admin,
+        &police,
+        &["content"],
+        json!({}),
+    )
+    .await;
+    world.write("fi/token", &token);
+    world.write("fi/police.pem", &police.cert_pem());
+    world.write("fi/police-key.pem", &police.key_pem());
+    world.write("fi/identity.txt", &format!("{IDENTITY}\n"));
+    let out = tokio::task::spawn_blocking({
+        let args: Vec<std::ffi::OsString> = vec![
+            "fetch".into(),
+            format!("https://localhost:{}{path}", gateway.border.port()).into(),
+            "--token".into(),
+            world.path("fi/token").into(),
+            "--identity".into(),
+            world.path("fi/identity.txt").into(),
+            "--cert".into(),
+            world.path("fi/police.pem").into(),
+            "--key".into(),
+            world.path("fi/police-key.pem").into(),
+            "--ca".into(),
+            world.path("ee/ca.pem").into(),
+            "-o".into(),
+            world.path("fi/e2e.bin").into(),
+        ];
+        move || Command::new(BIN).args(args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(world.path("fi/e2e.bin")).unwrap(),
+        pattern(100_000)
+    );
+    gateway.shutdown().await;
+}
