@@ -64,6 +64,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grant;
 pub mod identity;
 pub mod metrics;

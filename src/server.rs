@@ -44,7 +44,7 @@ use crate::transfer::receipt::Receipt;
 use crate::transfer::stream::Movers;
 
 mod admin;
-mod api;
+pub(crate) mod api;
 mod audit;
 mod border;
 mod conn;
