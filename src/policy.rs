@@ -424,4 +424,6 @@ mod raw;
 pub(crate) use raw::RawPairPolicy;
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
