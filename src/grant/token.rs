@@ -36,6 +36,8 @@ use crate::request::Period;
 use crate::transfer::receipt::Receipt;
 
 mod keys;
+#[cfg(test)]
+mod props;
 mod provider;
 #[cfg(test)]
 mod tests;
