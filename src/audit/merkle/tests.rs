@@ -546,3 +546,130 @@ fn completed_by_names_every_complete_subtree_once() {
         }
     }
 }
+
+/// A tree of `n` leaves kept as the store keeps it: every complete subtree
+/// on hand, so proofs over thousands of leaves are cheap.
+fn big_tree(n: u64, seed: u64) -> MemoryTree {
+    let mut tree = MemoryTree::new();
+    for leaf in leaves_of(n, seed) {
+        tree.append(leaf);
+    }
+    tree
+}
+
+/// Sizes up to a few thousand, weighted to powers of two and their neighbours.
+fn size() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        1u64..=5000,
+        (0u32..=12).prop_flat_map(|k| {
+            let p = 1u64 << k;
+            prop::sample::select(vec![p.saturating_sub(1).max(1), p, p + 1])
+        }),
+    ]
+}
+
+/// An index of every class: first, last, either side of a power of two,
+/// where the left subtree ends, and anywhere.
+fn index_in(size: u64, class: u8, pick: u64) -> u64 {
+    let split_at = if size > 1 { split(size) } else { 0 };
+    let p = 1u64 << (pick % 13);
+    let candidate = match class % 6 {
+        0 => 0,
+        1 => size - 1,
+        2 => p - 1,
+        3 => p,
+        4 => split_at.saturating_sub(pick % 2),
+        _ => pick,
+    };
+    candidate % size
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn inclusion_holds_for_thousands_of_leaves_and_every_index_class(
+        size in size(), class in any::<u8>(), pick in any::<u64>(), seed in any::<u64>(), flip in any::<prop::sample::Index>(),
+    ) {
+        let tree = big_tree(size, seed);
+        let root = tree.root();
+        let index = index_in(size, class, pick);
+        let leaf = tree.leaf(index);
+        let proof = inclusion_proof(&tree, index).expect("in range");
+        prop_assert_eq!(verify_inclusion(index, size, &leaf, &proof, &root), Ok(()));
+        // The proof is as long as the path: no more, no fewer hashes.
+        prop_assert!(verify_inclusion(index, size, &leaf, &proof[..proof.len().saturating_sub(1)], &root).is_err() || proof.is_empty());
+        let mut longer = proof.clone();
+        longer.push(leaf);
+        prop_assert_eq!(verify_inclusion(index, size, &leaf, &longer, &root), Err(ProofError::WrongLength));
+        // Any one bit of any hash of the proof changed breaks it.
+        if !proof.is_empty() {
+            let mut bad = proof.clone();
+            let i = flip.index(proof.len() * 256);
+            bad[i / 256][(i % 256) / 8] ^= 1 << (i % 8);
+            prop_assert!(verify_inclusion(index, size, &leaf, &bad, &root).is_err());
+        }
+        // An older tree's proof, read from the same store, checks against the older root.
+        let old = index + 1 + pick % (size - index);
+        let proof_then = inclusion_proof_at(&tree, index, old).expect("in range");
+        prop_assert_eq!(verify_inclusion(index, old, &leaf, &proof_then, &root_at(&tree, old).unwrap()), Ok(()));
+    }
+
+    #[test]
+    fn consistency_holds_between_any_two_sizes_of_thousands(
+        new in size(), pick_old in any::<u64>(), pick_mid in any::<u64>(), seed in any::<u64>(), flip in any::<prop::sample::Index>(),
+    ) {
+        let tree = big_tree(new, seed);
+        let old = pick_old % (new + 1);
+        let mid = old + pick_mid % (new - old + 1);
+        let (old_root, mid_root, new_root) = (root_at(&tree, old).unwrap(), root_at(&tree, mid).unwrap(), tree.root());
+        let proof = consistency_proof(&tree, old).expect("in range");
+        prop_assert_eq!(verify_consistency(old, new, &old_root, &new_root, &proof), Ok(()));
+        let proof_mid = consistency_proof_at(&tree, old, mid).expect("in range");
+        prop_assert_eq!(verify_consistency(old, mid, &old_root, &mid_root, &proof_mid), Ok(()));
+        if !proof.is_empty() {
+            let mut bad = proof.clone();
+            let i = flip.index(proof.len() * 256);
+            bad[i / 256][(i % 256) / 8] ^= 1 << (i % 8);
+            prop_assert!(verify_consistency(old, new, &old_root, &new_root, &bad).is_err());
+            prop_assert!(verify_consistency(old, new, &old_root, &new_root, &proof[1..]).is_err());
+        }
+        // Sizes the other way round are out of range, not a panic.
+        if old < new {
+            prop_assert!(verify_consistency(new, old, &new_root, &old_root, &proof).is_err());
+        }
+    }
+
+    #[test]
+    fn a_forked_log_fails_at_every_size_it_forked_below(
+        new in 2u64..=3000, pick_old in any::<u64>(), pick_fork in any::<u64>(), seed in any::<u64>(),
+    ) {
+        let honest = leaves_of(new, seed);
+        let old = 1 + pick_old % (new - 1);
+        let fork_at = pick_fork % old;
+        let mut forked = honest.clone();
+        forked[fork_at as usize] = leaf_hash(b"rewritten history");
+        let (honest_tree, forked_tree) = {
+            let mut a = MemoryTree::new();
+            let mut b = MemoryTree::new();
+            honest.iter().for_each(|l| { a.append(*l); });
+            forked.iter().for_each(|l| { b.append(*l); });
+            (a, b)
+        };
+        let old_root = root_at(&honest_tree, old).unwrap();
+        // The forked log cannot prove it extends the head the auditor kept...
+        let proof = consistency_proof(&forked_tree, old).expect("in range");
+        prop_assert!(verify_consistency(old, new, &old_root, &forked_tree.root(), &proof).is_err());
+        // ...nor that the honest leaf is in it.
+        let inclusion = inclusion_proof(&forked_tree, fork_at).expect("in range");
+        prop_assert!(verify_inclusion(fork_at, new, &honest[fork_at as usize], &inclusion, &forked_tree.root()).is_err());
+        // While a log that only grew after `old`, whatever it appended, is consistent.
+        let mut grown = MemoryTree::new();
+        honest[..old as usize].iter().for_each(|l| { grown.append(*l); });
+        for i in old..new {
+            grown.append(leaf_hash(&[b"other", &i.to_be_bytes()[..]].concat()));
+        }
+        let grown_proof = consistency_proof(&grown, old).expect("in range");
+        prop_assert_eq!(verify_consistency(old, new, &old_root, &grown.root(), &grown_proof), Ok(()));
+    }
+}
