@@ -290,4 +290,6 @@ impl Wrapper {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

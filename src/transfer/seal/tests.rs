@@ -14,7 +14,7 @@ const MIB: usize = 1024 * KIB;
 /// Odd piece sizes: around and across age's 64 KiB chunk boundary.
 const PIECES: [usize; 7] = [1, 7, 65537, 4096, 65535, 3, 100_003];
 
-fn payload(len: usize) -> Vec<u8> {
+pub(super) fn payload(len: usize) -> Vec<u8> {
     // Not all zeros, not periodic on 64 KiB: a chunk mix-up would show.
     (0..len).map(|i| (i * 31 + i / 251) as u8).collect()
 }
@@ -42,7 +42,7 @@ fn seal(
     (ciphertext, digests)
 }
 
-fn decrypt(identity: &Identity, ciphertext: &[u8]) -> Result<Vec<u8>, String> {
+pub(super) fn decrypt(identity: &Identity, ciphertext: &[u8]) -> Result<Vec<u8>, String> {
     let decryptor = age::Decryptor::new_buffered(ciphertext).map_err(|e| e.to_string())?;
     let mut reader = decryptor
         .decrypt(iter::once(identity as &dyn age::Identity))
@@ -54,12 +54,12 @@ fn decrypt(identity: &Identity, ciphertext: &[u8]) -> Result<Vec<u8>, String> {
     Ok(plaintext)
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
 /// Runs Debian's `age -d` on `ciphertext`; fails the test if it is missing.
-fn age_cli_decrypt(identity: &Identity, ciphertext: &[u8]) -> std::process::Output {
+pub(super) fn age_cli_decrypt(identity: &Identity, ciphertext: &[u8]) -> std::process::Output {
     let mut key = tempfile::NamedTempFile::new().unwrap();
     writeln!(key, "{}", identity.to_string().expose_secret()).unwrap();
     let mut file = tempfile::NamedTempFile::new().unwrap();
