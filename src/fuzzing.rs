@@ -99,9 +99,15 @@ pub fn token(data: &[u8]) {
         _ => panic!("the cache turned {first:?} into {second:?}"),
     }
     if let Ok(claims) = first {
-        assert!(claims.grant_id().is_ok(), "a verified token names its grant");
+        assert!(
+            claims.grant_id().is_ok(),
+            "a verified token names its grant"
+        );
         assert!(NOW.unix_seconds() < claims.exp, "a verified token is live");
-        assert!(claims.nbf <= NOW.unix_seconds(), "a verified token is valid already");
+        assert!(
+            claims.nbf <= NOW.unix_seconds(),
+            "a verified token is valid already"
+        );
         let other = Thumbprint::of(b"someone else's certificate");
         assert!(
             tokens.verify(&text, &other, NOW).is_err(),
@@ -147,13 +153,14 @@ fn policies() -> &'static Policies {
 /// A `POST /v1/requests` body as the border reads it: parsed, validated,
 /// evaluated against policy, and the refusal turned into its answer.
 pub fn filing(data: &[u8]) {
-    let body: RequestBody = match crate::server::api::parse_json(&bytes::Bytes::copy_from_slice(data)) {
-        Ok(body) => body,
-        Err(problem) => {
-            assert_eq!(problem.response().status(), http::StatusCode::BAD_REQUEST);
-            return;
-        }
-    };
+    let body: RequestBody =
+        match crate::server::api::parse_json(&bytes::Bytes::copy_from_slice(data)) {
+            Ok(body) => body,
+            Err(problem) => {
+                assert_eq!(problem.response().status(), http::StatusCode::BAD_REQUEST);
+                return;
+            }
+        };
     let scope = match body.validate() {
         Ok(scope) => scope,
         Err(errors) => {
@@ -173,20 +180,28 @@ fn evaluate(scope: &Scope) {
     let evaluation = policies.evaluate(&ee, &fi, scope, NOW);
     assert_eq!(
         evaluation.refused(),
-        evaluation.findings.iter().any(|f| f.verdict == Verdict::Fail)
+        evaluation
+            .findings
+            .iter()
+            .any(|f| f.verdict == Verdict::Fail)
     );
     let rules = 4 + scope.categories.len();
     assert!(evaluation.findings.len() >= rules, "one finding per rule");
     assert!(evaluation.approvals_to_grant >= 1);
     assert!(evaluation.approvals_to_grant <= evaluation.approvals_required);
     let us = "US".parse().expect("US is a jurisdiction");
-    assert!(policies.evaluate(&ee, &us, scope, NOW).refused(), "deny by default");
+    assert!(
+        policies.evaluate(&ee, &us, scope, NOW).refused(),
+        "deny by default"
+    );
 
     // What the audit log records of the filing parses back to itself.
     let names = Pseudonymiser::new(vec![7; 32]).expect("32 bytes is a key");
     let request = crate::request::Request {
         id: crate::request::RequestId::new(),
-        requester: "spiffe://fi.xborder.test/police".parse().expect("a SPIFFE ID"),
+        requester: "spiffe://fi.xborder.test/police"
+            .parse()
+            .expect("a SPIFFE ID"),
         requester_jurisdiction: fi,
         holder: ee,
         thumbprint: thumbprint().x5t_s256(),
@@ -250,7 +265,11 @@ pub fn audit(data: &[u8]) {
     for line in &export.entries {
         if let Ok(entry) = Entry::parse(line) {
             let _ = (entry.prev_root(), entry.event.kind(), entry.event.code());
-            let _ = (entry.event.grant(), entry.event.request(), entry.event.transfer());
+            let _ = (
+                entry.event.grant(),
+                entry.event.request(),
+                entry.event.transfer(),
+            );
             let _ = entry.event.identities();
             assert_eq!(
                 Entry::parse(&entry.to_bytes()).ok().as_ref(),
