@@ -21,7 +21,10 @@ use xborder::grant::token::{TokenKeys, TokenSettings, Tokens};
 use xborder::grant::{Grant, GrantId, GrantState, Quotas};
 use xborder::request::{Period, RequestId, Scope, Urgency};
 
-const TARGETS: [(&str, fn(&[u8])); 4] = [
+/// A target's name and the function its fuzz target calls.
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: [Target; 4] = [
     ("token", fuzzing::token),
     ("filing", fuzzing::filing),
     ("config", fuzzing::config),
