@@ -398,6 +398,7 @@ async fn count_grant_endings(
     use tokio::sync::broadcast::error::RecvError;
     loop {
         match ended.recv().await {
+            Ok(ending) if ending.remote => {}
             Ok(ending) => metrics.ended(ending.cause),
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(
