@@ -15,6 +15,7 @@ mod hostile;
 mod load;
 mod metrics;
 mod notify;
+mod pg;
 mod pki;
 mod prometheus;
 mod reload;

@@ -176,7 +176,7 @@ CREATE TABLE transfers (
     ciphertext_bytes    BIGINT  NOT NULL DEFAULT 0 CHECK (ciphertext_bytes >= 0),
     plaintext_sha256    TEXT,
     ciphertext_sha256   TEXT,
-    receipt_json        TEXT    CHECK (receipt_json::jsonb IS NOT NULL),
+    receipt_json        TEXT    CHECK (receipt_json IS NULL OR receipt_json::jsonb IS NOT NULL),
     jws                 TEXT,
     CHECK (
         (state = 'open' AND ended_at IS NULL AND complete IS NULL AND incomplete IS NULL
