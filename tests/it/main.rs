@@ -19,6 +19,7 @@ mod pg;
 mod pki;
 mod prometheus;
 mod reload;
+mod replicas;
 mod report_cli;
 mod review;
 mod store;
