@@ -66,8 +66,19 @@ fn is_root() -> bool {
 }
 
 impl Server {
-    /// Starts a server of its own (stopped when dropped, or at exit).
+    /// Starts a server of its own (stopped when dropped, or at exit),
+    /// without fsync: the tests are about behaviour, not durability.
     pub fn start() -> Option<Self> {
+        Self::start_with(false)
+    }
+
+    /// As [`Server::start`], with fsync on, as in production (benchmarks).
+    #[allow(dead_code)]
+    pub fn start_durable() -> Option<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(fsync: bool) -> Option<Self> {
         let bin = binaries()?;
         let dir = tempfile::Builder::new()
             .prefix("xborder-pg-")
@@ -106,8 +117,13 @@ impl Server {
             server.data.join("postgresql.auto.conf"),
             format!(
                 "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-                 max_connections = 300\nfsync = off\nfull_page_writes = off\n",
-                server.socket_dir.display()
+                 max_connections = 300\n{}",
+                server.socket_dir.display(),
+                if fsync {
+                    ""
+                } else {
+                    "fsync = off\nfull_page_writes = off\n"
+                }
             ),
         )
         .expect("write postgresql.auto.conf");
