@@ -54,9 +54,9 @@ fn main() {
 
         // Warm the pools and the caches.
         let warm = grant(&a).await;
-        run_transfers(&[a.clone()], &warm, 200).await;
+        run_transfers(std::slice::from_ref(&a), &warm, 200).await;
 
-        let one = run_transfers(&[a.clone()], &grant(&a).await, TRANSFERS).await;
+        let one = run_transfers(std::slice::from_ref(&a), &grant(&a).await, TRANSFERS).await;
         let two = run_transfers(&[a.clone(), b.clone()], &grant(&a).await, TRANSFERS).await;
         println!("transfers (open + close, each with its audit entry), {WORKERS} workers per replica, {TRANSFERS} transfers:");
         println!("  one replica:  {one:8.0} transfers/s");

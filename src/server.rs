@@ -176,7 +176,7 @@ impl Gateway {
                 None,
             ),
             StoreSettings::Postgres(settings) => {
-                let store = PostgresStore::open(settings.clone(), names.clone()).await?;
+                let store = PostgresStore::open((**settings).clone(), names.clone()).await?;
                 let endings = store.listener(ended.clone());
                 (Arc::new(store), Some(endings))
             }

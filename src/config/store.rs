@@ -14,7 +14,7 @@ pub enum StoreSettings {
     #[default]
     Sqlite,
     /// A PostgreSQL database, shared by every replica that names it.
-    Postgres(PostgresSettings),
+    Postgres(Box<PostgresSettings>),
 }
 
 const DEFAULT_POOL_SIZE: usize = 16;
@@ -42,7 +42,9 @@ impl Validator<'_> {
                 }
                 Some(StoreSettings::Sqlite)
             }
-            "postgres" => self.postgres(raw).map(StoreSettings::Postgres),
+            "postgres" => self
+                .postgres(raw)
+                .map(|pg| StoreSettings::Postgres(Box::new(pg))),
             other => {
                 self.errors.push(
                     "store.backend",

@@ -105,7 +105,7 @@ pub(super) async fn size(tx: &Tx<'_>) -> Result<u64, StoreError> {
 /// transaction is `REPEATABLE READ`).
 pub(super) async fn head(tx: &Tx<'_>) -> Result<(u64, Hash), StoreError> {
     let size = size(tx).await?;
-    Ok((size, with_tree(tx, size, |t| merkle::root(t)).await?))
+    Ok((size, with_tree(tx, size, merkle::root).await?))
 }
 
 pub(super) async fn entries(
@@ -151,7 +151,7 @@ pub(super) async fn consistency_proof(
 
 pub(super) async fn root_at(tx: &Tx<'_>, size: u64) -> Result<Hash, StoreError> {
     let size = checked_size(tx, size).await?;
-    with_tree(tx, size, |t| merkle::root(t)).await
+    with_tree(tx, size, merkle::root).await
 }
 
 async fn checked_size(tx: &Tx<'_>, size: u64) -> Result<u64, StoreError> {
