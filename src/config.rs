@@ -45,6 +45,8 @@ pub struct Config {
     pub reports: ReportSettings,
     /// Where and how data-subject notices are delivered.
     pub notify: NotifySettings,
+    /// Which store holds the gateway's state: SQLite (default) or PostgreSQL.
+    pub store: StoreSettings,
     /// Policy per jurisdiction pair.
     pub policies: Policies,
     /// Foreign gateways the `local` listener relays to, by jurisdiction.
@@ -365,6 +367,7 @@ impl Validator<'_> {
         let audit = self.audit(raw.audit, own_domain.as_ref(), jurisdiction.is_some());
         let reports = self.reports(raw.reports);
         let notify = self.notify(raw.notify);
+        let store = self.store(raw.store);
         let policies = self.policies(raw.policy);
         let peers = self.peers(raw.peers);
         if listeners.as_ref().is_some_and(|l| l.local.is_some())
@@ -400,6 +403,7 @@ impl Validator<'_> {
             audit: audit?,
             reports,
             notify: notify?,
+            store: store?,
             policies,
             peers,
         })
@@ -824,8 +828,10 @@ impl Validator<'_> {
 
 mod notify;
 mod raw;
+mod store;
 
 pub use notify::NotifySettings;
+pub use store::StoreSettings;
 
 #[cfg(test)]
 mod tests;

@@ -113,6 +113,9 @@ impl From<StoreError> for ReviewError {
 pub struct GrantEnded {
     pub id: GrantId,
     pub cause: Cause,
+    /// Ended by another replica sharing the store (announced here by the
+    /// store's listener); counted in that replica's metrics, not ours.
+    pub remote: bool,
 }
 
 pub struct Review {
@@ -338,7 +341,11 @@ impl Review {
         if ended.is_some() {
             tracing::info!(grant_id = %id, cause = cause.as_str(), by = ?by.map(SpiffeId::as_str), "grant ended");
             // Nobody listening is fine: no transfer streams under it.
-            let _ = self.ended.send(GrantEnded { id, cause });
+            let _ = self.ended.send(GrantEnded {
+                id,
+                cause,
+                remote: false,
+            });
         }
         Ok(ended)
     }

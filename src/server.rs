@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::audit::entry::{Event, Pseudonymiser};
 use crate::audit::{LogKey, Recorder};
 use crate::clock::Clock;
+use crate::config::StoreSettings;
 use crate::config::{Config, ConfigErrors};
 use crate::grant::scheduler;
 use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
@@ -37,8 +38,9 @@ use crate::metrics::{
 use crate::notify::Notifier;
 use crate::ratelimit::RateLimiter;
 use crate::review::{GrantEnded, Review};
-use crate::store::StoreError;
+use crate::store::postgres::{PostgresStore, listen};
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
 use crate::tls::{self, ServerTls};
 use crate::transfer::receipt::Receipt;
 use crate::transfer::stream::Movers;
@@ -126,6 +128,8 @@ pub struct Gateway {
     local: Option<(TcpListener, Arc<local::Relay>)>,
     /// Installed at bind, before any listener is announced.
     hangup: Option<tokio::signal::unix::Signal>,
+    /// Announces other replicas' grant endings (a shared store only).
+    endings: Option<listen::Listener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +147,7 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open the store in `data_dir`: {0}")]
+    #[error("cannot open the store ({0})")]
     Store(#[from] StoreError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -160,10 +164,25 @@ impl Gateway {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store =
-            SqliteStore::open(&config.data_dir.join(SqliteStore::FILE_NAME), names.clone())?;
+        let ended = tokio::sync::broadcast::channel(1024).0;
+        // The embedded store, or the shared one with its listener for the
+        // grant endings of other replicas.
+        let (store, endings): (Arc<dyn Store>, _) = match &config.store {
+            StoreSettings::Sqlite => (
+                Arc::new(SqliteStore::open(
+                    &config.data_dir.join(SqliteStore::FILE_NAME),
+                    names.clone(),
+                )?),
+                None,
+            ),
+            StoreSettings::Postgres(settings) => {
+                let store = PostgresStore::open((**settings).clone(), names.clone()).await?;
+                let endings = store.listener(ended.clone());
+                (Arc::new(store), Some(endings))
+            }
+        };
         let review = Arc::new(Review {
-            store: Arc::new(store),
+            store,
             policies: config.policies.clone(),
             tokens: Arc::new(tokens),
             names,
@@ -171,7 +190,7 @@ impl Gateway {
             holder: config.jurisdiction.clone(),
             rearm: Arc::new(tokio::sync::Notify::new()),
             notices: Arc::new(tokio::sync::Notify::new()),
-            ended: tokio::sync::broadcast::channel(1024).0,
+            ended,
         });
         let bind = |listener: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -268,6 +287,7 @@ impl Gateway {
             ops,
             local,
             hangup: tls::reload::listen_for_hangup(),
+            endings,
         })
     }
 
@@ -299,6 +319,7 @@ impl Gateway {
             ops,
             local,
             hangup,
+            endings,
         } = self;
         let stop_accepting = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -310,6 +331,10 @@ impl Gateway {
             shared.grant_metrics.clone(),
         ));
 
+        // Runs until every connection is done, so transfers still draining
+        // are cut when another replica ends their grant.
+        let stop_listening = CancellationToken::new();
+        let listening = endings.map(|l| tokio::spawn(l.run(stop_listening.clone(), None)));
         tracing::info!(listener = "border", addr = %local_addr(&border), "listening");
         acceptors.spawn(conn::accept_loop(
             border,
@@ -387,6 +412,10 @@ impl Gateway {
             tracing::info!("drained; all exchanges finished");
         }
         count_endings.abort();
+        stop_listening.cancel();
+        if let Some(listening) = listening {
+            let _ = listening.await;
+        }
     }
 }
 
@@ -398,6 +427,7 @@ async fn count_grant_endings(
     use tokio::sync::broadcast::error::RecvError;
     loop {
         match ended.recv().await {
+            Ok(ending) if ending.remote => {}
             Ok(ending) => metrics.ended(ending.cause),
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(

@@ -3,7 +3,7 @@
 //!
 //! [`Store`] is the one interface the rest of the gateway uses; the embedded
 //! default is [`sqlite::SqliteStore`] (one file under `data_dir`, WAL,
-//! synchronous commits). Every method is one transaction: a change is either
+//! synchronous commits); [`postgres::PostgresStore`] is shared by replicas. Every method is one transaction: a change is either
 //! wholly written or not at all, and an acknowledged write survives a crash.
 //! State transitions are checked inside the transaction (a request is
 //! approved only while pending, a grant ends only while active), so two
@@ -29,6 +29,7 @@ use crate::notify::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
 use crate::request::{Approval, Request, RequestId, RequestState};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
+pub mod postgres;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]
@@ -246,4 +247,10 @@ pub trait Store: Send + Sync + 'static {
     /// The consistency proof from the log at `old` to the log at `new`.
     /// `OutOfRange` unless `old <= new <= current size`.
     async fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError>;
+
+    /// Whether the store can be used now (`/readyz`): an embedded store
+    /// always can; a database must answer.
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

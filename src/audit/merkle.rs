@@ -6,6 +6,9 @@
 //! [`MemoryTree`], or the store later) makes the root and every proof
 //! O(log n) hash work instead of O(n).
 
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+
 use sha2::{Digest as _, Sha256};
 
 /// A SHA-256 tree hash: a leaf hash, an interior node hash or a root.
@@ -123,6 +126,72 @@ impl HashSource for MemoryTree {
     fn subtree(&self, start: u64, level: u32) -> Hash {
         let position = usize::try_from(start >> level).expect("subtree index fits in usize");
         self.levels[level as usize][position]
+    }
+}
+
+/// A subtree's place: `(level, position)`, position counted in subtrees of
+/// that level (level 0: the leaves).
+pub type SubtreeKey = (u32, u64);
+
+/// A tree read from storage that cannot be read synchronously (a database
+/// behind a network): it holds the subtree hashes fetched so far and notes
+/// the ones asked for that it lacks. Which subtrees an algorithm of this
+/// module reads depends on sizes and indices only, never on hash values, so
+/// one [`SparseTree::evaluate`] names all it needs; fetch them, insert them,
+/// and the second evaluation succeeds.
+#[derive(Debug, Default)]
+pub struct SparseTree {
+    size: u64,
+    known: HashMap<SubtreeKey, Hash>,
+    missing: RefCell<BTreeSet<SubtreeKey>>,
+}
+
+impl SparseTree {
+    /// A tree of `size` leaves of which no hash is known yet.
+    pub fn new(size: u64) -> Self {
+        Self {
+            size,
+            ..Self::default()
+        }
+    }
+
+    /// Records the hash of the subtree at `key`.
+    pub fn insert(&mut self, key: SubtreeKey, hash: Hash) {
+        self.known.insert(key, hash);
+    }
+
+    /// Runs `compute` over the known hashes: its value if it read only
+    /// those, otherwise the subtrees it lacked (nothing else is trustworthy).
+    pub fn evaluate<T>(&self, compute: impl FnOnce(&Self) -> T) -> Result<T, Vec<SubtreeKey>> {
+        self.missing.borrow_mut().clear();
+        let value = compute(self);
+        let missing = std::mem::take(&mut *self.missing.borrow_mut());
+        if missing.is_empty() {
+            Ok(value)
+        } else {
+            Err(missing.into_iter().collect())
+        }
+    }
+}
+
+impl HashSource for SparseTree {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn leaf(&self, index: u64) -> Hash {
+        self.subtree(index, 0)
+    }
+
+    fn subtree(&self, start: u64, level: u32) -> Hash {
+        let key = (level, start >> level);
+        match self.known.get(&key) {
+            Some(hash) => *hash,
+            None => {
+                self.missing.borrow_mut().insert(key);
+                [0; 32]
+            }
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub struct Config {
     pub audit: Option<Audit>,
     pub reports: Option<Reports>,
     pub notify: Option<Notify>,
+    pub store: Option<Store>,
     #[serde(default)]
     pub policy: BTreeMap<String, BTreeMap<String, RawPairPolicy>>,
     #[serde(default)]
@@ -59,6 +60,15 @@ pub struct Notify {
     pub timeout: Option<String>,
     pub retry_min: Option<String>,
     pub retry_max: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct Store {
+    pub backend: Option<String>,
+    pub url: Option<String>,
+    pub url_file: Option<String>,
+    pub pool_size: Option<u64>,
+    pub connect_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -337,3 +337,51 @@ fn notify_defaults_to_no_webhook_and_checks_every_key() {
 fn keys_of(err: &ConfigErrors) -> Vec<String> {
     err.0.iter().map(|e| e.key.clone()).collect()
 }
+
+#[test]
+fn the_store_defaults_to_sqlite_and_a_postgres_store_is_checked_key_by_key() {
+    assert!(matches!(load(GOOD).unwrap().store, StoreSettings::Sqlite));
+
+    let inline = format!(
+        "{GOOD}\n[store]\nbackend = \"postgres\"\nurl = \"host=/run/postgresql dbname=xborder\"\npool_size = 4\nconnect_timeout = \"2s\"\n"
+    );
+    match load(&inline).unwrap().store {
+        StoreSettings::Postgres(pg) => {
+            assert_eq!(pg.pool_size, 4);
+            assert_eq!(pg.connect_timeout, Duration::from_secs(2));
+            assert_eq!(pg.connection.get_dbname(), Some("xborder"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let bad = format!(
+        "{GOOD}\n[store]\nbackend = \"postgres\"\nurl = \"postgresql://x:hunter2@db/xborder\"\npool_size = 0\nconnect_timeout = \"soon\"\ncolour = \"blue\"\n"
+    );
+    let errors = load(&bad).unwrap_err();
+    let text = errors.to_string();
+    assert!(!text.contains("hunter2"), "the password leaked: {text}");
+    let mut named = keys(errors);
+    named.sort();
+    assert_eq!(
+        named,
+        [
+            "store.colour",
+            "store.connect_timeout",
+            "store.pool_size",
+            "store.url"
+        ]
+    );
+
+    let missing =
+        format!("{GOOD}\n[store]\nbackend = \"postgres\"\nurl_file = \"nowhere/pg.url\"\n");
+    let errors = load(&missing).unwrap_err().to_string();
+    assert!(
+        errors.contains("store.url_file") && errors.contains("/etc/xborder/nowhere/pg.url"),
+        "{errors}"
+    );
+
+    let wrong = format!("{GOOD}\n[store]\nbackend = \"mysql\"\n");
+    assert_eq!(keys(load(&wrong).unwrap_err()), ["store.backend"]);
+    let stray = format!("{GOOD}\n[store]\npool_size = 3\n");
+    assert_eq!(keys(load(&stray).unwrap_err()), ["store.pool_size"]);
+}

@@ -10,7 +10,7 @@ use super::{Body, Shared, proxy};
 use crate::audit::entry::Event;
 use crate::config::Route;
 use crate::error::Problem;
-use crate::grant::GrantId;
+use crate::grant::{GrantId, GrantState};
 use crate::identity::PeerIdentity;
 use crate::ratelimit::Key;
 use crate::request::{Request as FiledRequest, RequestBody, RequestId};
@@ -256,8 +256,15 @@ async fn transfer(
             shared.movers.exhaust(grant.id).await;
             return Err(Problem::GrantExhausted.into());
         }
+        // The grant ended between the checks and the opening (here or on
+        // another replica): say how it ended, as the checks would have.
         Err(StoreError::Conflict(_) | StoreError::NotFound) => {
-            return Err(Problem::GrantRevoked.into());
+            let problem = match review.store.grant(open.grant_id).await {
+                Ok(Some(g)) if g.state == GrantState::Exhausted => Problem::GrantExhausted,
+                Ok(Some(g)) if g.state == GrantState::Expired => Problem::GrantExpired,
+                _ => Problem::GrantRevoked,
+            };
+            return Err(problem.into());
         }
         Err(e) => return Err(Problem::StoreUnavailable(Box::new(e)).into()),
     };

@@ -1,8 +1,8 @@
 //! The `ops` listener: plain HTTP for orchestrator probes and Prometheus.
 //!
 //! `/healthz` answers while the process serves; `/readyz` once every listener
-//! is bound (true by construction: this runs only after `Gateway::bind`) and
-//! the data directory is writable; `/metrics` is the registry.
+//! is bound (true by construction: this runs only after `Gateway::bind`),
+//! the data directory is writable and the store answers; `/metrics` is the registry.
 
 use std::sync::Arc;
 
@@ -37,12 +37,23 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
                     "shutting down\n".to_owned(),
                 );
             }
-            match data_dir_writable(&shared.config.data_dir) {
-                Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
-                Err(e) => text(
+            if let Err(e) = data_dir_writable(&shared.config.data_dir) {
+                return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("data_dir not writable: {e}\n"),
-                ),
+                );
+            }
+            // A shared store that cannot be reached: transfers are refused
+            // (fail closed), so the orchestrator should route elsewhere.
+            match shared.review.store.ready().await {
+                Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "not ready: the store cannot be reached");
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store unavailable\n".to_owned(),
+                    )
+                }
             }
         }
         "/metrics" => {

@@ -15,21 +15,25 @@ use xborder::grant::{Cause, Grant, GrantId, GrantState, Quotas};
 use xborder::identity::SpiffeId;
 use xborder::policy::{Finding, Verdict};
 use xborder::request::{Approval, Period, Request, RequestId, RequestState, Scope, Urgency};
+use xborder::store::postgres::PostgresStore;
 use xborder::store::sqlite::SqliteStore;
 use xborder::store::{Approved, Decision, Store, StoreError};
 use xborder::transfer::receipt::{Incomplete, Receipt, TransferId, TransferOpen};
 
 use crate::support::{jurisdiction, spiffe};
 
-/// `#[tokio::test]` wrappers: `store_suite!(module, || -> (guard, Arc<dyn Store>); behaviour, ...)`.
-/// The guard (a temp dir, a database) lives as long as the test.
+/// `#[tokio::test]` wrappers: `store_suite!(module, async || -> Option<(guard, Arc<dyn Store>)>; behaviour, ...)`.
+/// The guard (a temp dir) lives as long as the test; `None` skips it (no
+/// PostgreSQL installed outside CI, said loudly by the harness).
 macro_rules! store_suite {
     ($backend:ident, $open:expr; $($behaviour:ident),+ $(,)?) => {
         mod $backend {
             $(
                 #[tokio::test]
                 async fn $behaviour() {
-                    let (_guard, store) = ($open)();
+                    let Some((_guard, store)) = ($open)().await else {
+                        return;
+                    };
                     super::$behaviour(store).await;
                 }
             )+
@@ -60,10 +64,39 @@ store_suite!(sqlite, super::open_sqlite;
     open_transfers_lists_only_the_open_ones,
 );
 
-fn open_sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
+store_suite!(postgres, super::open_postgres;
+    a_request_round_trips_with_findings_and_approvals,
+    a_request_id_is_stored_once,
+    requests_filter_by_state_newest_first,
+    two_distinct_approvers_grant_and_a_repeated_one_counts_once,
+    only_a_pending_request_can_be_approved,
+    a_request_is_denied_once,
+    the_first_ending_of_a_grant_wins,
+    ending_an_unknown_grant_is_not_found,
+    an_emergency_grant_is_validated_once_by_someone_else,
+    next_due_and_due_follow_expiry_and_validation,
+    a_transfer_opens_and_closes_with_its_receipt,
+    the_transfer_quota_lets_exactly_max_transfers_open,
+    racing_opens_never_exceed_the_transfer_quota,
+    closing_adds_the_plaintext_bytes_to_the_grant,
+    a_transfer_is_closed_once_with_a_receipt_that_matches_it,
+    only_an_active_grant_of_the_grantee_opens_transfers,
+    open_transfers_lists_only_the_open_ones,
+);
+
+async fn open_sqlite() -> Option<(tempfile::TempDir, Arc<dyn Store>)> {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join(SqliteStore::FILE_NAME), names()).unwrap();
-    (dir, Arc::new(store))
+    Some((dir, Arc::new(store)))
+}
+
+/// A fresh database on the shared PostgreSQL server.
+async fn open_postgres() -> Option<((), Arc<dyn Store>)> {
+    let server = crate::pg::shared()?;
+    let store = PostgresStore::open(server.database().await, names())
+        .await
+        .unwrap();
+    Some(((), Arc::new(store)))
 }
 
 // ---------------------------------------------------------------------------

@@ -673,3 +673,38 @@ proptest! {
         prop_assert_eq!(verify_consistency(old, new, &old_root, &grown.root(), &grown_proof), Ok(()));
     }
 }
+
+/// A sparse tree fed with exactly the subtrees it asked for gives the same
+/// roots and proofs as the whole tree, after one fetch.
+#[test]
+fn a_sparse_tree_names_what_it_needs_and_then_agrees_with_the_whole_tree() {
+    let mut whole = MemoryTree::new();
+    for i in 0..37u32 {
+        whole.append(leaf_hash(&i.to_be_bytes()));
+    }
+    for size in [1u64, 2, 5, 16, 31, 37] {
+        let compute = |t: &SparseTree| {
+            (
+                root_at(t, size).unwrap(),
+                inclusion_proof_at(t, size - 1, size).unwrap(),
+                consistency_proof_at(t, size / 2, size).unwrap(),
+            )
+        };
+        let mut sparse = SparseTree::new(37);
+        let missing = sparse.evaluate(compute).unwrap_err();
+        assert!(missing.len() as u32 <= 3 * 64, "{missing:?}");
+        for (level, position) in missing {
+            sparse.insert((level, position), whole.subtree(position << level, level));
+        }
+        let got = sparse.evaluate(compute).expect("one fetch is enough");
+        assert_eq!(
+            got,
+            (
+                root_at(&whole, size).unwrap(),
+                inclusion_proof_at(&whole, size - 1, size).unwrap(),
+                consistency_proof_at(&whole, size / 2, size).unwrap(),
+            ),
+            "size {size}"
+        );
+    }
+}

@@ -22,6 +22,11 @@ store_suite!(sqlite, super::super::open_sqlite;
     a_refused_change_appends_nothing,
     proofs_agree_with_a_tree_built_from_the_entries,
 );
+store_suite!(postgres, super::super::open_postgres;
+    every_change_appends_the_entries_that_record_it,
+    a_refused_change_appends_nothing,
+    proofs_agree_with_a_tree_built_from_the_entries,
+);
 
 /// Every entry's bytes, in index order.
 async fn all_entries(store: &Arc<dyn Store>) -> Vec<Vec<u8>> {

@@ -21,6 +21,12 @@ store_suite!(sqlite, super::super::open_sqlite;
     a_notice_is_delivered_once_with_one_entry,
     a_failed_attempt_pushes_the_notice_back_without_an_entry,
 );
+store_suite!(postgres, super::super::open_postgres;
+    a_notice_is_written_with_its_grant_and_not_before,
+    due_notices_come_longest_waiting_first_up_to_the_limit,
+    a_notice_is_delivered_once_with_one_entry,
+    a_failed_attempt_pushes_the_notice_back_without_an_entry,
+);
 
 /// Files a request at `filed_at` and grants it (issued a second later),
 /// notifying `notice_after_ms` after issue.

@@ -1,0 +1,599 @@
+//! The shared store: PostgreSQL, for several replicas of one gateway.
+//!
+//! A pool of connections (deadpool); every `Store` method is one
+//! transaction on one of them. Checks take row locks (`FOR UPDATE`) before
+//! the change they guard, so replicas racing on a request, a grant's quota
+//! or a notice are serialised by the database; every audit append locks the
+//! log's head row, so the log has one order. Ending a grant sends a
+//! `NOTIFY` in the same transaction, which [`listen`] turns into the
+//! `ended` announcement on every other replica. While the database cannot
+//! be reached every call fails with [`StoreError::Backend`]: the gateway
+//! refuses what needs the store (fail closed) and recovers by itself, as
+//! the pool reconnects on the next call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, NoTls, Row};
+
+use super::{Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError};
+use crate::audit::entry::{Event, Pseudonymiser, text_hash};
+use crate::audit::merkle::Hash;
+use crate::clock::Timestamp;
+use crate::grant::{Cause, Grant, GrantId, GrantState};
+use crate::identity::SpiffeId;
+use crate::notify::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
+use crate::request::{Approval, Request, RequestId, RequestState};
+use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
+
+mod audit;
+pub mod listen;
+mod migrations;
+mod notices;
+mod rows;
+mod transfers;
+
+/// The channel grant endings are announced on.
+pub const ENDED_CHANNEL: &str = "xborder_grant_ended";
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// Host, port or socket directory, database, user, password.
+    pub connection: tokio_postgres::Config,
+    /// The most connections this replica holds.
+    pub pool_size: usize,
+    /// How long connecting, or waiting for a free connection, may take
+    /// before the call fails (and the gateway answers 503).
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // tokio-postgres redacts the password in its Debug.
+        f.debug_struct("PostgresSettings")
+            .field("connection", &self.connection)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+pub struct PostgresStore {
+    pool: Pool,
+    settings: PostgresSettings,
+    /// Pseudonymises targets in the audit entries this store writes.
+    names: Arc<Pseudonymiser>,
+    /// This store's id in the endings it announces, so [`listen`] skips
+    /// its own (the replica announced them already).
+    origin: String,
+}
+
+/// A transaction on a pooled connection (with its statement cache).
+pub(super) type Tx<'a> = deadpool_postgres::Transaction<'a>;
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+impl PostgresStore {
+    /// Connects, runs the migrations, and keeps a pool of up to
+    /// `settings.pool_size` connections. A database whose schema is newer
+    /// than this code knows is refused.
+    pub async fn open(
+        settings: PostgresSettings,
+        names: Pseudonymiser,
+    ) -> Result<Self, StoreError> {
+        let mut connection = settings.connection.clone();
+        connection.connect_timeout(settings.connect_timeout);
+        let (mut client, conn) =
+            tokio::time::timeout(settings.connect_timeout, connection.connect(NoTls))
+                .await
+                .map_err(|_| unreachable_within(settings.connect_timeout))??;
+        let task = tokio::spawn(conn);
+        let migrated = migrations::migrate(&mut client).await;
+        drop(client);
+        let _ = task.await;
+        migrated?;
+        let manager = Manager::from_config(
+            connection,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.connect_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .recycle_timeout(Some(settings.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        Ok(Self {
+            pool,
+            settings,
+            names: Arc::new(names),
+            origin: uuid::Uuid::new_v4().to_string(),
+        })
+    }
+
+    /// The listener that announces other replicas' grant endings (see [`listen`]).
+    pub fn listener(
+        &self,
+        ended: tokio::sync::broadcast::Sender<crate::review::GrantEnded>,
+    ) -> listen::Listener {
+        listen::Listener {
+            settings: self.settings.clone(),
+            origin: self.origin.clone(),
+            ended,
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            StoreError::Backend(Box::new(Unavailable(format!(
+                "cannot reach PostgreSQL: {e}"
+            ))))
+        })
+    }
+}
+
+/// The database could not be reached; said once, without the connection string.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unavailable(String);
+
+fn unreachable_within(timeout: Duration) -> StoreError {
+    StoreError::Backend(Box::new(Unavailable(format!(
+        "cannot reach PostgreSQL within {}",
+        humantime::format_duration(timeout)
+    ))))
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// A unique violation is a `Conflict` (the record exists); anything else
+/// stays a backend failure.
+pub(super) fn unique_to_conflict(e: StoreError, message: impl FnOnce() -> String) -> StoreError {
+    if let StoreError::Backend(source) = &e
+        && let Some(pg) = source.downcast_ref::<tokio_postgres::Error>()
+        && pg.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    {
+        return StoreError::Conflict(message());
+    }
+    e
+}
+
+pub(super) async fn query(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Vec<Row>, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.query(&statement, params).await?)
+}
+
+pub(super) async fn query_opt(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Option<Row>, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.query_opt(&statement, params).await?)
+}
+
+pub(super) async fn query_one(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Row, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.query_one(&statement, params).await?)
+}
+
+pub(super) async fn execute(tx: &Tx<'_>, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&statement, params).await?)
+}
+
+/// Opens a write transaction (`READ COMMITTED`, rows locked as checked) on
+/// `$client` as `$tx`, runs `$body`, and commits if it succeeded.
+macro_rules! write {
+    ($self:ident, |$tx:ident| $body:expr) => {{
+        let mut client = $self.client().await?;
+        let $tx = client.transaction().await?;
+        let value = $body;
+        $tx.commit().await?;
+        Ok(value)
+    }};
+}
+
+/// A read-only `REPEATABLE READ` transaction: one snapshot for all it reads.
+macro_rules! read {
+    ($self:ident, |$tx:ident| $body:expr) => {{
+        let mut client = $self.client().await?;
+        let $tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let value = $body;
+        $tx.commit().await?;
+        Ok(value)
+    }};
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn insert_request(&self, request: &Request) -> Result<(), StoreError> {
+        write!(self, |tx| {
+            rows::insert_request(&tx, request).await?;
+            audit::append_all(
+                &tx,
+                request.filed_at,
+                Event::request_filed(request, &self.names),
+            )
+            .await?;
+        })
+    }
+
+    async fn request(&self, id: RequestId) -> Result<Option<Request>, StoreError> {
+        read!(self, |tx| rows::request(&tx, id).await?)
+    }
+
+    async fn requests(&self, state: Option<RequestState>) -> Result<Vec<Request>, StoreError> {
+        read!(self, |tx| rows::requests(
+            &tx,
+            state.map(RequestState::as_str)
+        )
+        .await?)
+    }
+
+    async fn approve(
+        &self,
+        id: RequestId,
+        approval: Approval,
+        required: usize,
+        mut grant: Grant,
+        decision: &Decision,
+    ) -> Result<Approved, StoreError> {
+        let Decision {
+            policy,
+            notice_after,
+        } = decision;
+        write!(self, |tx| {
+            let key = id.to_string();
+            pending(&tx, id).await?;
+            if grant.request_id != id {
+                return Err(StoreError::Conflict(format!(
+                    "grant {} is for request {}, not {id}",
+                    grant.id, grant.request_id
+                )));
+            }
+            rows::insert_approval(&tx, &key, &approval).await?;
+            let approvals = rows::approvals(&tx, &key).await?;
+            audit::append(
+                &tx,
+                approval.at,
+                Event::Approval {
+                    request: id,
+                    by: approval.approver.to_string(),
+                    approvals: approvals.len() as u64,
+                    required: required as u64,
+                    policy: policy.clone(),
+                },
+            )
+            .await?;
+            if approvals.len() < required {
+                Approved::Pending {
+                    approvals: approvals.len(),
+                    required,
+                }
+            } else {
+                grant.approvers = approvals.into_iter().map(|a| a.approver).collect();
+                rows::insert_grant(&tx, &grant).await?;
+                execute(
+                    &tx,
+                    "UPDATE requests SET state = $1, decided_at = $2, decided_by = $3, grant_id = $4 WHERE id = $5",
+                    &[
+                        &RequestState::Approved.as_str(),
+                        &approval.at.unix_ms(),
+                        &approval.approver.as_str(),
+                        &grant.id.to_string(),
+                        &key,
+                    ],
+                )
+                .await?;
+                let notice_due = grant.issued_at.saturating_add(*notice_after);
+                notices::insert(&tx, NoticeId::new(), &grant, notice_due).await?;
+                audit::append(
+                    &tx,
+                    approval.at,
+                    Event::grant_issued(&grant, policy, notice_due),
+                )
+                .await?;
+                Approved::Granted(Box::new(grant))
+            }
+        })
+    }
+
+    async fn deny(
+        &self,
+        id: RequestId,
+        by: &SpiffeId,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<Request, StoreError> {
+        write!(self, |tx| {
+            pending(&tx, id).await?;
+            execute(
+                &tx,
+                "UPDATE requests SET state = $1, decided_at = $2, decided_by = $3, reason = $4 WHERE id = $5",
+                &[
+                    &RequestState::Denied.as_str(),
+                    &at.unix_ms(),
+                    &by.as_str(),
+                    &reason,
+                    &id.to_string(),
+                ],
+            )
+            .await?;
+            let request = rows::request(&tx, id).await?.ok_or(StoreError::NotFound)?;
+            audit::append(
+                &tx,
+                at,
+                Event::RequestDenied {
+                    request: id,
+                    by: by.to_string(),
+                    reason_sha256: text_hash(reason),
+                },
+            )
+            .await?;
+            request
+        })
+    }
+
+    async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
+        read!(self, |tx| rows::grant(&tx, id, false).await?)
+    }
+
+    async fn grants(&self, state: Option<GrantState>) -> Result<Vec<Grant>, StoreError> {
+        read!(self, |tx| rows::grants(&tx, state.map(GrantState::as_str))
+            .await?)
+    }
+
+    async fn validate_grant(
+        &self,
+        id: GrantId,
+        by: &SpiffeId,
+        at: Timestamp,
+    ) -> Result<Grant, StoreError> {
+        write!(self, |tx| {
+            let mut grant = rows::grant(&tx, id, true)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            if grant.state != GrantState::Active {
+                return Err(StoreError::Conflict(format!(
+                    "grant {id} is {}, not active",
+                    grant.state.as_str()
+                )));
+            }
+            let Some(due) = grant.validation_due else {
+                return Err(StoreError::Conflict(format!(
+                    "grant {id} needs no validation"
+                )));
+            };
+            if let Some(earlier) = &grant.validated_by {
+                return Err(StoreError::Conflict(format!(
+                    "grant {id} is already validated by {earlier}"
+                )));
+            }
+            if grant.approvers.contains(by) {
+                return Err(StoreError::Conflict(format!(
+                    "{by} approved grant {id}, so a different approver must validate it"
+                )));
+            }
+            match grant.due_cause(at) {
+                None => {}
+                Some(Cause::ValidationMissed) => {
+                    return Err(StoreError::Conflict(format!(
+                        "grant {id} had to be validated by {due}"
+                    )));
+                }
+                Some(_) => {
+                    return Err(StoreError::Conflict(format!(
+                        "grant {id} expired at {}",
+                        grant.expires_at
+                    )));
+                }
+            }
+            execute(
+                &tx,
+                "UPDATE grants SET validated_by = $1, validated_at = $2 WHERE id = $3",
+                &[&by.as_str(), &at.unix_ms(), &id.to_string()],
+            )
+            .await?;
+            audit::append(
+                &tx,
+                at,
+                Event::GrantValidated {
+                    grant: id,
+                    by: by.to_string(),
+                },
+            )
+            .await?;
+            grant.validated_by = Some(by.clone());
+            grant
+        })
+    }
+
+    async fn end_grant(
+        &self,
+        id: GrantId,
+        cause: Cause,
+        by: Option<&SpiffeId>,
+        reason: Option<&str>,
+        at: Timestamp,
+    ) -> Result<Option<Grant>, StoreError> {
+        write!(self, |tx| {
+            // First writer wins: a second ending (another replica's scheduler
+            // at the same sunset) waits for the row, then finds it ended.
+            let changed = execute(
+                &tx,
+                "UPDATE grants SET state = $1, ended_cause = $2, ended_at = $3, ended_by = $4, ended_reason = $5 \
+                 WHERE id = $6 AND state = 'active'",
+                &[
+                    &cause.end_state().as_str(),
+                    &cause.as_str(),
+                    &at.unix_ms(),
+                    &by.map(SpiffeId::as_str),
+                    &reason,
+                    &id.to_string(),
+                ],
+            )
+            .await?;
+            let grant = rows::grant(&tx, id, false)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            if changed == 1 {
+                audit::append(
+                    &tx,
+                    at,
+                    Event::grant_ended(id, cause, by.map(SpiffeId::as_str), reason),
+                )
+                .await?;
+                // Delivered to every listening replica when this commits, never before.
+                let payload = listen::payload(id, cause, &self.origin);
+                execute(&tx, "SELECT pg_notify($1, $2)", &[&ENDED_CHANNEL, &payload]).await?;
+            }
+            (changed == 1).then_some(grant)
+        })
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        read!(self, |tx| rows::next_due(&tx).await?)
+    }
+
+    async fn due(&self, now: Timestamp) -> Result<Vec<(GrantId, Cause)>, StoreError> {
+        read!(self, |tx| rows::due_candidates(&tx, now)
+            .await?
+            .into_iter()
+            .filter_map(|g| g.due_cause(now).map(|cause| (g.id, cause)))
+            .collect())
+    }
+
+    async fn open_transfer(&self, open: &TransferOpen) -> Result<u64, StoreError> {
+        write!(self, |tx| transfers::open(&tx, open, &self.names).await?)
+    }
+
+    async fn close_transfer(
+        &self,
+        receipt: Receipt,
+        sign: SignReceipt,
+    ) -> Result<(Receipt, String), StoreError> {
+        write!(self, |tx| transfers::close(&tx, receipt, sign).await?)
+    }
+
+    async fn transfer_receipt(
+        &self,
+        id: TransferId,
+    ) -> Result<Option<(Receipt, String)>, StoreError> {
+        read!(self, |tx| transfers::receipt(&tx, id).await?)
+    }
+
+    async fn open_transfers(&self) -> Result<Vec<TransferOpen>, StoreError> {
+        read!(self, |tx| transfers::open_transfers(&tx).await?)
+    }
+
+    async fn next_notice_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        read!(self, |tx| notices::next_due(&tx).await?)
+    }
+
+    async fn due_notices(&self, now: Timestamp, limit: usize) -> Result<Vec<Notice>, StoreError> {
+        read!(self, |tx| notices::due(&tx, now, limit).await?)
+    }
+
+    async fn notice_delivered(
+        &self,
+        id: NoticeId,
+        at: Timestamp,
+        status: u16,
+    ) -> Result<bool, StoreError> {
+        write!(self, |tx| notices::delivered(&tx, id, at, status).await?)
+    }
+
+    async fn notice_failed(
+        &self,
+        id: NoticeId,
+        at: Timestamp,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        write!(self, |tx| notices::failed(
+            &tx,
+            id,
+            at,
+            error,
+            next_attempt_at
+        )
+        .await?)
+    }
+
+    async fn notices(&self, state: Option<NoticeState>) -> Result<Vec<NoticeView>, StoreError> {
+        read!(self, |tx| notices::list(&tx, state).await?)
+    }
+
+    async fn notice_counts(&self) -> Result<NoticeCounts, StoreError> {
+        read!(self, |tx| notices::counts(&tx).await?)
+    }
+
+    async fn record(&self, at: Timestamp, event: Event) -> Result<u64, StoreError> {
+        write!(self, |tx| audit::append(&tx, at, event).await?)
+    }
+
+    async fn audit_head(&self) -> Result<(u64, Hash), StoreError> {
+        read!(self, |tx| audit::head(&tx).await?)
+    }
+
+    async fn audit_root(&self, size: u64) -> Result<Hash, StoreError> {
+        read!(self, |tx| audit::root_at(&tx, size).await?)
+    }
+
+    async fn audit_entries(&self, start: u64, limit: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let limit = limit.min(MAX_AUDIT_PAGE);
+        read!(self, |tx| audit::entries(&tx, start, limit).await?)
+    }
+
+    async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        read!(self, |tx| audit::inclusion_proof(&tx, index, size).await?)
+    }
+
+    async fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
+        read!(self, |tx| audit::consistency_proof(&tx, old, new).await?)
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+/// Locks request `id` and checks it is pending; `NotFound` or `Conflict` otherwise.
+async fn pending(tx: &Tx<'_>, id: RequestId) -> Result<(), StoreError> {
+    let state = rows::lock_request_state(tx, &id.to_string())
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    if state != RequestState::Pending.as_str() {
+        return Err(StoreError::Conflict(format!(
+            "request {id} is {state}, not pending"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Transfers: opening one against a grant's quota, closing it with its
+//! receipt. The grant's row is locked (`FOR UPDATE`) before the quota is
+//! checked, so racing opens on any number of replicas are counted one at a
+//! time and never past `max_transfers`.
+
+use tokio_postgres::Row;
+
+use super::rows::{self, Cols, json_text, sql_count};
+use super::{Tx, audit, execute, query, query_opt, unique_to_conflict};
+use crate::audit::entry::{Event, Pseudonymiser};
+use crate::grant::{Cause, GrantState};
+use crate::store::{SignReceipt, StoreError};
+use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
+
+const OPEN_COLUMNS: &str = "id, grant_id, grantee, route, category, target, started_at";
+
+fn open_row(row: &Row) -> Result<TransferOpen, StoreError> {
+    let c = Cols {
+        row,
+        table: "transfers",
+    };
+    Ok(TransferOpen {
+        id: c.parse("id")?,
+        grant_id: c.parse("grant_id")?,
+        grantee: c.text("grantee")?,
+        route: c.text("route")?,
+        category: c.text("category")?,
+        target: c.text("target")?,
+        started_at: c.time("started_at")?,
+    })
+}
+
+/// See `Store::open_transfer`.
+pub(super) async fn open(
+    tx: &Tx<'_>,
+    open: &TransferOpen,
+    names: &Pseudonymiser,
+) -> Result<u64, StoreError> {
+    let id = open.grant_id;
+    let grant = rows::grant(tx, id, true)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    if grant.state != GrantState::Active {
+        return Err(StoreError::Conflict(format!(
+            "grant {id} is {}, not active",
+            grant.state.as_str()
+        )));
+    }
+    match grant.due_cause(open.started_at) {
+        None => {}
+        Some(Cause::ValidationMissed) => {
+            return Err(StoreError::Conflict(format!(
+                "grant {id} is not active: it had to be validated by {}",
+                grant.validation_due.unwrap_or(grant.expires_at)
+            )));
+        }
+        Some(_) => {
+            return Err(StoreError::Conflict(format!(
+                "grant {id} is not active: it expired at {}",
+                grant.expires_at
+            )));
+        }
+    }
+    if grant.grantee.as_str() != open.grantee {
+        return Err(StoreError::Conflict(format!(
+            "grant {id} is not a grant to {}",
+            open.grantee
+        )));
+    }
+    if let Some(max_transfers) = grant.quotas.max_transfers
+        && grant.used_transfers >= max_transfers
+    {
+        return Err(StoreError::QuotaExhausted {
+            grant: id,
+            max_transfers,
+        });
+    }
+    let used_transfers = grant.used_transfers.checked_add(1).ok_or_else(|| {
+        StoreError::Backend(format!("grant {id}'s transfer count overflows").into())
+    })?;
+    execute(
+        tx,
+        "UPDATE grants SET used_transfers = $1 WHERE id = $2",
+        &[
+            &sql_count(used_transfers, "used_transfers")?,
+            &id.to_string(),
+        ],
+    )
+    .await?;
+    execute(
+        tx,
+        &format!(
+            "INSERT INTO transfers ({OPEN_COLUMNS}, state) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open')"
+        ),
+        &[
+            &open.id.to_string(),
+            &id.to_string(),
+            &open.grantee,
+            &open.route,
+            &open.category,
+            &open.target,
+            &open.started_at.unix_ms(),
+        ],
+    )
+    .await
+    .map_err(|e| unique_to_conflict(e, || format!("transfer {} already exists", open.id)))?;
+    audit::append(tx, open.started_at, Event::transfer_allowed(open, names)).await?;
+    Ok(grant.used_bytes)
+}
+
+/// See `Store::close_transfer`.
+pub(super) async fn close(
+    tx: &Tx<'_>,
+    mut receipt: Receipt,
+    sign: SignReceipt,
+) -> Result<(Receipt, String), StoreError> {
+    let id = receipt.transfer_id;
+    if !receipt.is_consistent() {
+        return Err(StoreError::Conflict(format!(
+            "the receipt of transfer {id} is inconsistent: complete = {}, incomplete = {:?}",
+            receipt.complete, receipt.incomplete
+        )));
+    }
+    let row = query_opt(
+        tx,
+        &format!("SELECT {OPEN_COLUMNS}, state FROM transfers WHERE id = $1 FOR UPDATE"),
+        &[&id.to_string()],
+    )
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let state = Cols {
+        row: &row,
+        table: "transfers",
+    }
+    .text("state")?;
+    let opened = open_row(&row)?;
+    if state != "open" {
+        return Err(StoreError::Conflict(format!(
+            "transfer {id} is {state}: its receipt is written once"
+        )));
+    }
+    if !receipt.closes(&opened) {
+        return Err(StoreError::Conflict(format!(
+            "the receipt of transfer {id} does not match how it was opened"
+        )));
+    }
+    let grant_id = opened.grant_id.to_string();
+    let added = sql_count(receipt.plaintext_bytes, "plaintext_bytes")?;
+    // Added in place: other replicas' closes under the same grant are not lost.
+    let changed = execute(
+        tx,
+        "UPDATE grants SET used_bytes = used_bytes + $1 WHERE id = $2",
+        &[&added, &grant_id],
+    )
+    .await?;
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let index = audit::append(tx, receipt.ended_at, Event::transfer_completed(&receipt)).await?;
+    receipt.audit_index = Some(index);
+    let jws = sign(&receipt).map_err(StoreError::Backend)?;
+    execute(
+        tx,
+        "UPDATE transfers SET state = 'closed', ended_at = $1, complete = $2, incomplete = $3, \
+         plaintext_bytes = $4, ciphertext_bytes = $5, plaintext_sha256 = $6, ciphertext_sha256 = $7, \
+         receipt_json = $8, jws = $9 WHERE id = $10 AND state = 'open'",
+        &[
+            &receipt.ended_at.unix_ms(),
+            &receipt.complete,
+            &receipt.incomplete.map(|cause| cause.as_str()),
+            &added,
+            &sql_count(receipt.ciphertext_bytes, "ciphertext_bytes")?,
+            &receipt.plaintext_sha256,
+            &receipt.ciphertext_sha256,
+            &json_text(&receipt)?,
+            &jws,
+            &id.to_string(),
+        ],
+    )
+    .await?;
+    Ok((receipt, jws))
+}
+
+/// See `Store::transfer_receipt`.
+pub(super) async fn receipt(
+    tx: &Tx<'_>,
+    id: TransferId,
+) -> Result<Option<(Receipt, String)>, StoreError> {
+    let Some(row) = query_opt(
+        tx,
+        "SELECT receipt_json, jws FROM transfers WHERE id = $1 AND state = 'closed'",
+        &[&id.to_string()],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let c = Cols {
+        row: &row,
+        table: "transfers",
+    };
+    Ok(Some((c.json("receipt_json")?, c.text("jws")?)))
+}
+
+/// See `Store::open_transfers`.
+pub(super) async fn open_transfers(tx: &Tx<'_>) -> Result<Vec<TransferOpen>, StoreError> {
+    let rows = query(
+        tx,
+        &format!(
+            "SELECT {OPEN_COLUMNS} FROM transfers WHERE state = 'open' ORDER BY started_at, seq"
+        ),
+        &[],
+    )
+    .await?;
+    rows.iter().map(open_row).collect()
+}

@@ -1,0 +1,360 @@
+//! Replicas sharing one PostgreSQL database: two gateways in this process,
+//! each with its own listeners on real TLS sockets, one store between them.
+//! Quotas are counted once, revocations reach the other replica's streams,
+//! expiry ends a grant once, the audit log has one order, and a database
+//! that goes away turns transfers into 503s until it is back.
+
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use xborder::audit::entry::{Entry, Event, Pseudonymiser};
+use xborder::audit::merkle::{self, MemoryTree};
+use xborder::config::Config;
+use xborder::store::Store;
+use xborder::store::postgres::PostgresStore;
+
+use crate::pg::{self, Server};
+use crate::support::*;
+
+/// EE's config with the shared store at `url`.
+fn replica_config(world: &World, upstream: std::net::SocketAddr, url: &str, name: &str) -> Config {
+    let text = format!(
+        "{}\n[store]\nbackend = \"postgres\"\nurl_file = \"{name}.url\"\nconnect_timeout = \"1s\"\npool_size = 8\n",
+        world.config_text(upstream)
+    );
+    world.write(&format!("ee/{name}.url"), url);
+    world.write(&format!("ee/{name}.toml"), &text);
+    Config::load(&world.path(&format!("ee/{name}.toml"))).unwrap()
+}
+
+/// Two replicas of EE's gateway on database `db` of `server`.
+async fn two_replicas(world: &World, server: &Server) -> (Running, Running, String) {
+    let db = format!("t_{}", uuid::Uuid::new_v4().simple());
+    create_database(server, &db).await;
+    let url = server.url(&db);
+    let stop = CancellationToken::new();
+    let upstream = xborder::upstream_example::spawn(loopback(), stop.clone())
+        .await
+        .unwrap();
+    let a = Running::start_with(replica_config(world, upstream, &url, "a"), stop.clone()).await;
+    let b = Running::start_with(
+        replica_config(world, upstream, &url, "b"),
+        CancellationToken::new(),
+    )
+    .await;
+    (a, b, url)
+}
+
+async fn create_database(server: &Server, name: &str) {
+    let (client, conn) = server
+        .url("postgres")
+        .parse::<tokio_postgres::Config>()
+        .unwrap()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    drop(client);
+    let _ = task.await;
+}
+
+/// The store the replicas share, opened a third time, for the assertions.
+async fn shared_store(url: &str) -> PostgresStore {
+    let settings = xborder::store::postgres::PostgresSettings {
+        connection: url.parse().unwrap(),
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(2),
+    };
+    // Only read through: the key pseudonymises what a store writes.
+    let names = Pseudonymiser::new(vec![7; 32]).unwrap();
+    PostgresStore::open(settings, names).await.unwrap()
+}
+
+/// Every entry, checked: each at its index, each recording the root of the
+/// log before it (one order, no fork), and the head the root of them all.
+async fn checked_log(store: &PostgresStore) -> Vec<Entry> {
+    let mut tree = MemoryTree::new();
+    let mut entries = Vec::new();
+    loop {
+        let page = store.audit_entries(tree.size(), 1000).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        for line in page {
+            let entry = Entry::parse(&line).unwrap();
+            assert_eq!(entry.index, tree.size(), "entries in index order");
+            assert_eq!(
+                entry.prev_root(),
+                Some(tree.root()),
+                "entry {} forks the log",
+                entry.index
+            );
+            tree.append(merkle::leaf_hash(&line));
+            entries.push(entry);
+        }
+    }
+    assert_eq!(
+        store.audit_head().await.unwrap(),
+        (tree.size(), tree.root())
+    );
+    entries
+}
+
+fn endings_of(entries: &[Entry], grant: &str) -> usize {
+    entries
+        .iter()
+        .filter(
+            |e| matches!(&e.event, Event::GrantEnded { grant: g, .. } if g.to_string() == grant),
+        )
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfers_racing_on_two_replicas_never_exceed_the_transfer_quota() {
+    let Some(server) = pg::shared() else { return };
+    let world = World::new();
+    let (a, b, url) = two_replicas(&world, server).await;
+    let police = world.fi_police();
+    let (token, grant) = grant_with(
+        &world,
+        a.border,
+        a.admin,
+        &police,
+        &["subscriber"],
+        json!({ "max_transfers": 5 }),
+    )
+    .await;
+    let path = "/v1/data/subscriber/+3725550123";
+    let pulls = (0..24).map(|i| {
+        let border = if i % 2 == 0 { a.border } else { b.border };
+        let (world, police, token) = (&world, &police, &token);
+        async move { pull_raw(world, border, police, Some(token), path).await }
+    });
+    let answers = futures_util::future::join_all(pulls).await;
+    let ok = answers
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::OK)
+        .count();
+    assert_eq!(ok, 5, "exactly max_transfers succeed across both replicas");
+    for (status, _, body) in answers.iter().filter(|(s, _, _)| *s != StatusCode::OK) {
+        assert_eq!(*status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            serde_json::from_slice::<Value>(body).unwrap()["code"],
+            "grant_exhausted"
+        );
+    }
+    let store = shared_store(&url).await;
+    let stored = store.grant(grant.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.used_transfers, 5);
+    let entries = checked_log(&store).await;
+    let allowed = entries
+        .iter()
+        .filter(|e| e.event.kind() == "transfer_allowed")
+        .count();
+    assert_eq!(allowed, 5);
+    assert_eq!(endings_of(&entries, &grant), 1, "exhausted once");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_on_one_replica_cuts_a_stream_on_the_other_within_a_second() {
+    let Some(server) = pg::shared() else { return };
+    let world = World::new();
+    let (a, b, url) = two_replicas(&world, server).await;
+    let police = world.fi_police();
+    let (token, grant) =
+        grant_with(&world, a.border, a.admin, &police, &["content"], json!({})).await;
+    let total: u64 = 256 << 20;
+    let mut conn = world
+        .client(Some(&police))
+        .connect(b.border, "localhost")
+        .await
+        .unwrap();
+    let request = xborder::client::bearer_get(
+        format!("/v1/data/content/+3725550123?bytes={total}")
+            .parse()
+            .unwrap(),
+        &token,
+    );
+    let response = conn.send(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let transfer = response.headers()["x-xborder-transfer"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut body = response.into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+
+    let (status, _) = send_json(
+        &admin(&world, "operator"),
+        a.admin,
+        Method::POST,
+        &format!("/v1/grants/{grant}/revoke"),
+        Some(&json!({ "reason": "incident" })),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let revoked_at = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Some(e.to_string()),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("replica B cuts the stream within a second of A's revocation");
+    eprintln!(
+        "stream on B cut {:?} after A answered the revocation",
+        revoked_at.elapsed()
+    );
+    assert!(
+        ended.is_some(),
+        "the stream ended cleanly instead of being cut"
+    );
+
+    // B itself refuses the grant now, from the shared state.
+    let (status, _, body) = pull_raw(
+        &world,
+        b.border,
+        &police,
+        Some(&token),
+        "/v1/data/content/+3725550123",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["code"],
+        "grant_revoked"
+    );
+    let receipt = crate::support::eventually(Duration::from_secs(5), || async {
+        let (status, _, body) = pull_raw(
+            &world,
+            b.border,
+            &police,
+            None,
+            &format!("/v1/transfers/{transfer}/receipt"),
+        )
+        .await;
+        status == StatusCode::OK
+            && serde_json::from_slice::<Value>(&body).unwrap()["receipt"]["incomplete"] == "revoked"
+    })
+    .await;
+    assert!(
+        receipt,
+        "B's receipt says the transfer was cut by the revocation"
+    );
+    let entries = checked_log(&shared_store(&url).await).await;
+    assert_eq!(endings_of(&entries, &grant), 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_expires_once_although_both_replicas_schedule_it() {
+    let Some(server) = pg::shared() else { return };
+    let world = World::new();
+    let (a, b, url) = two_replicas(&world, server).await;
+    let police = world.fi_police();
+    let (_, grant) = grant_with(
+        &world,
+        a.border,
+        a.admin,
+        &police,
+        &["subscriber"],
+        json!({ "lifetime": "2s" }),
+    )
+    .await;
+    let store = shared_store(&url).await;
+    let id = grant.parse().unwrap();
+    let expired = eventually(Duration::from_secs(10), || async {
+        store.grant(id).await.unwrap().unwrap().state == xborder::grant::GrantState::Expired
+    })
+    .await;
+    assert!(expired, "the grant expires at its sunset");
+    // Both schedulers have had their chance to end it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let entries = checked_log(&store).await;
+    assert_eq!(
+        endings_of(&entries, &grant),
+        1,
+        "one grant_ended, not one per replica"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// The database stops mid-traffic (fast, then immediate): transfers are
+/// refused with 503 `store_unavailable`, admin writes fail, `/readyz` says
+/// not ready; started again on the same socket and port, the same gateway
+/// serves again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn while_postgres_is_down_transfers_fail_closed_and_recover_by_themselves() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let world = World::new();
+    let (a, b, _) = two_replicas(&world, &server).await;
+    b.shutdown().await;
+    let police = world.fi_police();
+    let (token, grant) = grant_with(
+        &world,
+        a.border,
+        a.admin,
+        &police,
+        &["subscriber"],
+        json!({}),
+    )
+    .await;
+    let path = "/v1/data/subscriber/+3725550123";
+    let pull = || pull_raw(&world, a.border, &police, Some(&token), path);
+    assert_eq!(pull().await.0, StatusCode::OK);
+
+    for mode in ["fast", "immediate"] {
+        server.stop(mode);
+        let (status, _, body) = pull().await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "mode {mode}");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["code"],
+            "store_unavailable"
+        );
+        assert_eq!(
+            plain_get(a.ops, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let (status, problem) = send_json(
+            &admin(&world, "operator"),
+            a.admin,
+            Method::POST,
+            &format!("/v1/grants/{grant}/revoke"),
+            Some(&json!({ "reason": "during the outage" })),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+        assert_eq!(problem["code"], "store_unavailable");
+
+        server.start_again();
+        let back = eventually(Duration::from_secs(10), || async {
+            pull().await.0 == StatusCode::OK
+        })
+        .await;
+        assert!(
+            back,
+            "transfers are served again after the database returns ({mode})"
+        );
+        assert_eq!(plain_get(a.ops, "/readyz").await.0, StatusCode::OK);
+    }
+    a.shutdown().await;
+}
