@@ -487,7 +487,7 @@ async fn close_interrupted(
     review: &Review,
     routes: &[crate::config::Route],
 ) -> Result<(), StoreError> {
-    for open in review.store.open_transfers().await? {
+    for open in review.store.interrupted_transfers().await? {
         // Whether its route sealed it; a route gone from the config is
         // assumed to have (the default).
         let sealed = routes
@@ -495,11 +495,18 @@ async fn close_interrupted(
             .find(|r| r.prefix == open.route)
             .is_none_or(|r| r.seal);
         let receipt = Receipt::interrupted(&open, review.now(), sealed);
-        review
+        match review
             .store
             .close_transfer(receipt, review.receipt_signer())
-            .await?;
-        tracing::warn!(transfer_id = %open.id, grant_id = %open.grant_id, "transfer interrupted by the last stop, closed incomplete");
+            .await
+        {
+            Ok(_) => {
+                tracing::warn!(transfer_id = %open.id, grant_id = %open.grant_id, "transfer interrupted by the last stop, closed incomplete");
+            }
+            // A replica starting at the same moment closed it first.
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -182,10 +182,17 @@ pub trait Store: Send + Sync + 'static {
         id: TransferId,
     ) -> Result<Option<(Receipt, String)>, StoreError>;
 
-    /// Transfers still open, oldest first. At start, before serving, these
-    /// are the ones a stop left open: the caller closes each with a signed
-    /// [`Receipt::interrupted`].
+    /// Transfers still open, oldest first, on every gateway sharing the store.
     async fn open_transfers(&self) -> Result<Vec<TransferOpen>, StoreError>;
+
+    /// The open transfers no running gateway is streaming: those a stop or a
+    /// crash left open. At start, before serving, the caller closes each with
+    /// a signed [`Receipt::interrupted`]. An embedded store has one gateway,
+    /// so at its start every open transfer is one; a shared store must leave
+    /// alone those of replicas still running.
+    async fn interrupted_transfers(&self) -> Result<Vec<TransferOpen>, StoreError> {
+        self.open_transfers().await
+    }
 
     /// The earliest moment a pending notice is due for an attempt (its due
     /// time, or after a failed attempt the time of the next).

@@ -31,6 +31,7 @@ use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
 mod audit;
 pub mod listen;
+mod liveness;
 mod migrations;
 mod notices;
 mod rows;
@@ -70,6 +71,8 @@ pub struct PostgresStore {
     /// This store's id in the endings it announces, so [`listen`] skips
     /// its own (the replica announced them already).
     origin: String,
+    /// The lock that tells other replicas this one is running (see [`liveness`]).
+    alive: liveness::Alive,
 }
 
 /// A transaction on a pooled connection (with its statement cache).
@@ -95,6 +98,7 @@ impl PostgresStore {
         drop(client);
         let _ = task.await;
         migrated?;
+        let alive = liveness::hold(&settings).await?;
         let manager = Manager::from_config(
             connection,
             NoTls,
@@ -115,6 +119,7 @@ impl PostgresStore {
             settings,
             names: Arc::new(names),
             origin: uuid::Uuid::new_v4().to_string(),
+            alive,
         })
     }
 
@@ -489,7 +494,13 @@ impl Store for PostgresStore {
     }
 
     async fn open_transfer(&self, open: &TransferOpen) -> Result<u64, StoreError> {
-        write!(self, |tx| transfers::open(&tx, open, &self.names).await?)
+        write!(self, |tx| transfers::open(
+            &tx,
+            open,
+            self.alive.key,
+            &self.names
+        )
+        .await?)
     }
 
     async fn close_transfer(
@@ -509,6 +520,28 @@ impl Store for PostgresStore {
 
     async fn open_transfers(&self) -> Result<Vec<TransferOpen>, StoreError> {
         read!(self, |tx| transfers::open_transfers(&tx).await?)
+    }
+
+    async fn interrupted_transfers(&self) -> Result<Vec<TransferOpen>, StoreError> {
+        let open: Result<Vec<(TransferOpen, i64)>, StoreError> =
+            async { read!(self, |tx| transfers::open_transfers_by_opener(&tx).await?) }.await;
+        let client = self.client().await?;
+        let mut gone = std::collections::HashMap::new();
+        let mut interrupted = Vec::new();
+        for (transfer, opener) in open? {
+            let opener_gone = match gone.get(&opener) {
+                Some(&known) => known,
+                None => {
+                    let known = opener != self.alive.key && liveness::gone(&client, opener).await?;
+                    gone.insert(opener, known);
+                    known
+                }
+            };
+            if opener_gone {
+                interrupted.push(transfer);
+            }
+        }
+        Ok(interrupted)
     }
 
     async fn next_notice_due(&self) -> Result<Option<Timestamp>, StoreError> {

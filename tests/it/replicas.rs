@@ -295,6 +295,133 @@ async fn a_grant_expires_once_although_both_replicas_schedule_it() {
     b.shutdown().await;
 }
 
+/// A replica that starts closes, as interrupted, the transfers a replica
+/// that died left open, and leaves alone the one another replica is
+/// streaming at that moment, which then completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_starting_replica_closes_only_the_transfers_of_replicas_that_are_gone() {
+    let Some(server) = pg::shared() else { return };
+    let world = World::new();
+    let (a, b, url) = two_replicas(&world, server).await;
+    let police = world.fi_police();
+    let (token, grant) =
+        grant_with(&world, a.border, a.admin, &police, &["content"], json!({})).await;
+
+    // A streams one transfer, paused after its first frame.
+    let mut conn = world
+        .client(Some(&police))
+        .connect(a.border, "localhost")
+        .await
+        .unwrap();
+    let response = conn
+        .send(xborder::client::bearer_get(
+            "/v1/data/content/+3725550123?bytes=4194304"
+                .parse()
+                .unwrap(),
+            &token,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let live = response.headers()["x-xborder-transfer"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut body = response.into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+
+    // A replica opens one and dies: its session, and so its lock, ends.
+    let before = count_advisory_locks(&url).await;
+    let dead = {
+        let store = shared_store(&url).await;
+        let grant = store.grant(grant.parse().unwrap()).await.unwrap().unwrap();
+        let open = xborder::transfer::receipt::TransferOpen {
+            id: xborder::transfer::receipt::TransferId::new(),
+            grant_id: grant.id,
+            grantee: grant.grantee.to_string(),
+            route: "/v1/data/content".into(),
+            category: "content".into(),
+            target: "+3725550123".into(),
+            started_at: xborder::clock::Timestamp::from_datetime(time::OffsetDateTime::now_utc()),
+        };
+        store.open_transfer(&open).await.unwrap();
+        open.id.to_string()
+    };
+    let released = eventually(Duration::from_secs(5), || async {
+        count_advisory_locks(&url).await <= before
+    })
+    .await;
+    assert!(
+        released,
+        "the dead replica's lock is released with its session"
+    );
+
+    // C starts: the dead replica's transfer is closed, A's is not.
+    let c = Running::start_with(
+        replica_config(&world, "127.0.0.1:9".parse().unwrap(), &url, "c"),
+        CancellationToken::new(),
+    )
+    .await;
+    let receipt = |id: String| {
+        let (world, police) = (&world, &police);
+        async move {
+            let (status, _, body) = pull_raw(
+                world,
+                c.border,
+                police,
+                None,
+                &format!("/v1/transfers/{id}/receipt"),
+            )
+            .await;
+            (status, serde_json::from_slice::<Value>(&body).unwrap())
+        }
+    };
+    let (status, dead_receipt) = receipt(dead).await;
+    assert_eq!(status, StatusCode::OK, "{dead_receipt}");
+    assert_eq!(dead_receipt["receipt"]["incomplete"], "interrupted");
+    let (status, problem) = receipt(live.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], "transfer_open");
+
+    // A's transfer runs to its end and is receipted complete.
+    while let Some(frame) = body.frame().await {
+        frame.expect("A's stream is not cut by C's start");
+    }
+    let complete = eventually(Duration::from_secs(5), || async {
+        let (status, answer) = receipt(live.clone()).await;
+        status == StatusCode::OK && answer["receipt"]["complete"] == true
+    })
+    .await;
+    assert!(complete, "A's receipt says complete");
+    checked_log(&shared_store(&url).await).await;
+    a.shutdown().await;
+    b.shutdown().await;
+    c.shutdown().await;
+}
+
+/// Advisory locks held in the database at `url`: one per live store.
+async fn count_advisory_locks(url: &str) -> i64 {
+    let (client, conn) = url
+        .parse::<tokio_postgres::Config>()
+        .unwrap()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    drop(client);
+    let _ = task.await;
+    n
+}
+
 /// The database stops mid-traffic (fast, then immediate): transfers are
 /// refused with 503 `store_unavailable`, admin writes fail, `/readyz` says
 /// not ready; started again on the same socket and port, the same gateway

@@ -166,6 +166,8 @@ CREATE TABLE transfers (
     category            TEXT    NOT NULL,
     target              TEXT    NOT NULL,
     started_at          BIGINT  NOT NULL,
+    -- The liveness key of the replica streaming it (see `liveness`).
+    opened_by           BIGINT  NOT NULL,
     state               TEXT    NOT NULL CHECK (state IN ('open', 'closed')),
     ended_at            BIGINT,
     complete            BOOLEAN,

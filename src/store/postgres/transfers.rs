@@ -34,6 +34,7 @@ fn open_row(row: &Row) -> Result<TransferOpen, StoreError> {
 pub(super) async fn open(
     tx: &Tx<'_>,
     open: &TransferOpen,
+    opened_by: i64,
     names: &Pseudonymiser,
 ) -> Result<u64, StoreError> {
     let id = open.grant_id;
@@ -90,7 +91,7 @@ pub(super) async fn open(
     execute(
         tx,
         &format!(
-            "INSERT INTO transfers ({OPEN_COLUMNS}, state) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open')"
+            "INSERT INTO transfers ({OPEN_COLUMNS}, opened_by, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open')"
         ),
         &[
             &open.id.to_string(),
@@ -100,6 +101,7 @@ pub(super) async fn open(
             &open.category,
             &open.target,
             &open.started_at.unix_ms(),
+            &opened_by,
         ],
     )
     .await
@@ -213,4 +215,21 @@ pub(super) async fn open_transfers(tx: &Tx<'_>) -> Result<Vec<TransferOpen>, Sto
     )
     .await?;
     rows.iter().map(open_row).collect()
+}
+
+/// Open transfers with the liveness key of the replica that opened each.
+pub(super) async fn open_transfers_by_opener(
+    tx: &Tx<'_>,
+) -> Result<Vec<(TransferOpen, i64)>, StoreError> {
+    let rows = query(
+        tx,
+        &format!(
+            "SELECT {OPEN_COLUMNS}, opened_by FROM transfers WHERE state = 'open' ORDER BY started_at, seq"
+        ),
+        &[],
+    )
+    .await?;
+    rows.iter()
+        .map(|row| Ok((open_row(row)?, row.try_get("opened_by")?)))
+        .collect()
 }
