@@ -29,6 +29,7 @@ use crate::metrics::{CODE_OK, TransferMetrics};
 use crate::ratelimit::{Key, RateLimiter};
 use crate::review::{GrantEnded, Review};
 use crate::server::{Body, BoxError};
+use crate::store::StoreError;
 
 /// What the gateway knows of a transfer when it starts.
 pub struct Transfer {
@@ -250,13 +251,7 @@ impl Movers {
             audit_index: None,
             encrypted: transfer.sealed,
         };
-        let closed = review
-            .store
-            .close_transfer(receipt.clone(), review.receipt_signer())
-            .await;
-        if let Err(e) = closed {
-            tracing::error!(transfer_id = %receipt.transfer_id, error = %e, "cannot close the transfer");
-        }
+        close_durably(review, &receipt).await;
         let duration = transfer.opened.elapsed();
         let jurisdiction = &transfer.grant.grantee_jurisdiction;
         self.metrics.closed(
@@ -366,6 +361,38 @@ async fn ended_cause(
                 }
             }
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
+/// The longest wait between two attempts to write a receipt.
+const CLOSE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Writes the transfer's receipt and audit entry, trying again while the
+/// store is unavailable (a database away, a full disk): a transfer that
+/// moved bytes is never left without its receipt while this gateway runs.
+/// A stop in the meantime leaves it open, and the next start closes it as
+/// interrupted.
+async fn close_durably(review: &Review, receipt: &Receipt) {
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match review
+            .store
+            .close_transfer(receipt.clone(), review.receipt_signer())
+            .await
+        {
+            Ok(_) => return,
+            Err(e @ StoreError::Backend(_)) => {
+                tracing::warn!(transfer_id = %receipt.transfer_id, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot write the transfer's receipt yet; will retry");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(CLOSE_RETRY_MAX);
+            }
+            // Closed already (by a replica that judged this one gone), or
+            // gone from the store: nothing a retry would change.
+            Err(e) => {
+                tracing::error!(transfer_id = %receipt.transfer_id, error = %e, "cannot close the transfer");
+                return;
+            }
         }
     }
 }

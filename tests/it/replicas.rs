@@ -440,16 +440,57 @@ async fn while_postgres_is_down_transfers_fail_closed_and_recover_by_themselves(
         a.border,
         a.admin,
         &police,
-        &["subscriber"],
+        &["subscriber", "content"],
         json!({}),
     )
     .await;
     let path = "/v1/data/subscriber/+3725550123";
     let pull = || pull_raw(&world, a.border, &police, Some(&token), path);
     assert_eq!(pull().await.0, StatusCode::OK);
+    let receipt = |id: String| {
+        let (world, police) = (&world, &police);
+        async move {
+            let (status, _, body) = pull_raw(
+                world,
+                a.border,
+                police,
+                None,
+                &format!("/v1/transfers/{id}/receipt"),
+            )
+            .await;
+            (status, serde_json::from_slice::<Value>(&body).unwrap())
+        }
+    };
 
     for mode in ["fast", "immediate"] {
+        // A stream opened before the outage, paused after its first frame.
+        let mut conn = world
+            .client(Some(&police))
+            .connect(a.border, "localhost")
+            .await
+            .unwrap();
+        let response = conn
+            .send(xborder::client::bearer_get(
+                "/v1/data/content/+3725550123?bytes=1048576"
+                    .parse()
+                    .unwrap(),
+                &token,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let streaming = response.headers()["x-xborder-transfer"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let mut body = response.into_body();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+
         server.stop(mode);
+        // It runs to its end while the database is away...
+        while let Some(frame) = body.frame().await {
+            frame.expect("a running stream needs no store until it closes");
+        }
         let (status, _, body) = pull().await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "mode {mode}");
         assert_eq!(
@@ -482,6 +523,16 @@ async fn while_postgres_is_down_transfers_fail_closed_and_recover_by_themselves(
             "transfers are served again after the database returns ({mode})"
         );
         assert_eq!(plain_get(a.ops, "/readyz").await.0, StatusCode::OK);
+        // ...and its receipt and audit entry are written once it is back.
+        let receipted = eventually(Duration::from_secs(10), || async {
+            let (status, answer) = receipt(streaming.clone()).await;
+            status == StatusCode::OK && answer["receipt"]["complete"] == true
+        })
+        .await;
+        assert!(
+            receipted,
+            "the transfer that ended during the outage is receipted after it ({mode})"
+        );
     }
     a.shutdown().await;
 }
