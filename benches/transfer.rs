@@ -23,41 +23,24 @@
 //! `target/bench-transfer.tsv`. Every loop is bounded by count and by time;
 //! all traffic stays on 127.0.0.1.
 
-use std::hint::black_box;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chacha20poly1305::aead::AeadInPlace as _;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _};
-use http::{Method, Request, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
-use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_pki_types::ServerName;
-use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use xborder::client::{self, BorderClient, Connection};
-use xborder::grant::token::TokenKeys;
-use xborder::identity::{Jurisdiction, SpiffeId};
-use xborder::pki::{DevCa, Issued, LeafSpec};
 use xborder::server::Gateway;
-use xborder::{tls, upstream_example};
+use xborder::upstream_example;
 
-const MIB: usize = 1 << 20;
-const CHUNK: usize = 64 << 10;
-/// Bytes each primitive pass runs over.
-const PRIMITIVE_BYTES: usize = 64 * MIB;
-/// Passes per primitive; the fastest counts (least disturbed by the machine).
-const PRIMITIVE_PASSES: usize = 5;
-/// Bytes written through the loopback TLS stream, per pass.
-const TLS_BYTES: usize = 256 * MIB;
-const TLS_PASSES: usize = 2;
+mod common;
+
+use common::bound::Bound;
+use common::table::{MIB, Percentiles, Table, mb_per_s};
+use common::world::{TARGET, World, connect};
+
 /// Plaintext bytes per end-to-end transfer, and how many.
 const E2E_BYTES: usize = 256 * MIB;
 const E2E_ROUNDS: usize = 3;
@@ -67,7 +50,6 @@ const SMALL_WARMUP: usize = 50;
 /// Time limits: every loop stops at its limit even if short of its count.
 const ROUND_LIMIT: Duration = Duration::from_secs(60);
 const SMALL_LIMIT: Duration = Duration::from_secs(45);
-const TARGET: &str = "+3725550123";
 /// The ratio end-to-end / bound the gateway should reach.
 const RATIO_TARGET: f64 = 0.6;
 
@@ -79,48 +61,9 @@ fn main() {
         .expect("a tokio runtime can be built on this machine");
 
     // 1. Primitives, on this (main) thread while the runtime is idle.
-    let data: Vec<u8> = (0..PRIMITIVE_BYTES)
-        .map(|i| (i * 31 + i / 251) as u8)
-        .collect();
-    let chacha = mb_per_s(
-        PRIMITIVE_BYTES,
-        best_of(PRIMITIVE_PASSES, || chacha_pass(&data)),
-    );
-    let sha256 = mb_per_s(
-        PRIMITIVE_BYTES,
-        best_of(PRIMITIVE_PASSES, || sha256_pass(&data)),
-    );
-    drop(data);
-    let (tls_time, suite) = runtime.block_on(tls_stream());
-    let tls_rate = mb_per_s(TLS_BYTES, tls_time);
-    let bound = 1.0 / (1.0 / chacha + 2.0 / sha256 + 1.0 / tls_rate);
-    table.row(
-        "chacha20poly1305 64KiB chunks",
-        chacha,
-        "MB/s",
-        format!("in place, STREAM nonces, best of {PRIMITIVE_PASSES} x 64 MiB"),
-    );
-    table.row(
-        "sha256",
-        sha256,
-        "MB/s",
-        format!("64 KiB updates, best of {PRIMITIVE_PASSES} x 64 MiB"),
-    );
-    table.row(
-        "tls1.3 loopback stream",
-        tls_rate,
-        "MB/s",
-        format!(
-            "{suite}, rustls+ring, writer and reader tasks, best of {TLS_PASSES} x {} MiB",
-            TLS_BYTES / MIB
-        ),
-    );
-    table.row(
-        "bound 1/(1/chacha+2/sha256+1/tls)",
-        bound,
-        "MB/s",
-        "one core, passes in sequence".to_owned(),
-    );
+    let bound = Bound::measure(&runtime);
+    bound.rows(&mut table);
+    let bound = bound.sealed();
 
     // 2 and 3 against one gateway.
     runtime.block_on(async {
@@ -131,144 +74,7 @@ fn main() {
     });
 
     table.print();
-    let tsv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-transfer.tsv");
-    match std::fs::write(&tsv, table.tsv()) {
-        Ok(()) => println!("written to {}", tsv.display()),
-        Err(e) => eprintln!("cannot write {}: {e}", tsv.display()),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Primitives
-
-/// The fastest of `passes` runs of `pass`.
-fn best_of(passes: usize, mut pass: impl FnMut()) -> Duration {
-    (0..passes)
-        .map(|_| {
-            let start = Instant::now();
-            pass();
-            start.elapsed()
-        })
-        .min()
-        .expect("at least one pass")
-}
-
-/// ChaCha20-Poly1305 over `data` in 64 KiB chunks, each with its own nonce,
-/// as age's STREAM construction does (into a scratch chunk: no allocation).
-fn chacha_pass(data: &[u8]) {
-    let aead = ChaCha20Poly1305::new(&[7; 32].into());
-    let mut chunk = vec![0u8; CHUNK];
-    for (counter, piece) in data.chunks(CHUNK).enumerate() {
-        let mut nonce = [0u8; 12];
-        nonce[3..11].copy_from_slice(&(counter as u64).to_be_bytes());
-        let buf = &mut chunk[..piece.len()];
-        buf.copy_from_slice(piece);
-        let tag = aead
-            .encrypt_in_place_detached(&nonce.into(), b"", buf)
-            .expect("64 KiB is far below the AEAD's length limit");
-        black_box(tag);
-    }
-    black_box(&chunk);
-}
-
-fn sha256_pass(data: &[u8]) {
-    let mut hasher = Sha256::new();
-    for piece in data.chunks(CHUNK) {
-        hasher.update(piece);
-    }
-    black_box(hasher.finalize());
-}
-
-/// The fastest of [`TLS_PASSES`] passes of [`TLS_BYTES`] through a loopback
-/// TLS 1.3 connection (each on a fresh connection, handshake not timed), and
-/// the negotiated cipher suite.
-async fn tls_stream() -> (Duration, String) {
-    let ca = DevCa::new(&jurisdiction("EE")).expect("a dev CA can be made");
-    let leaf = ca
-        .issue(&LeafSpec::server(spiffe(
-            "spiffe://ee.xborder.test/tls-bench",
-        )))
-        .expect("a dev CA issues a server leaf");
-    let server = ServerConfig::builder_with_provider(tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("ring supports TLS 1.3")
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.cert_der()], leaf.key_der())
-        .expect("the dev leaf and its key match");
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(ca.cert_der())
-        .expect("the dev CA is a usable root");
-    let client = ClientConfig::builder_with_provider(tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("ring supports TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let acceptor = TlsAcceptor::from(Arc::new(server));
-    let connector = TlsConnector::from(Arc::new(client));
-
-    let mut best = Duration::MAX;
-    let mut suite = String::new();
-    // One short warm-up pass, then the measured ones.
-    for (pass, bytes) in std::iter::once(16 * MIB)
-        .chain(std::iter::repeat_n(TLS_BYTES, TLS_PASSES))
-        .enumerate()
-    {
-        let listener = TcpListener::bind(loopback())
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
-        let acceptor = acceptor.clone();
-        let reader = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.expect("the client connects");
-            let _ = tcp.set_nodelay(true);
-            let mut tls = acceptor.accept(tcp).await.expect("TLS handshake (server)");
-            let mut buf = vec![0u8; CHUNK];
-            let mut got = 0;
-            while got < bytes {
-                let n = tls.read(&mut buf).await.expect("TLS read");
-                assert!(n > 0, "stream ended after {got} of {bytes} bytes");
-                got += n;
-            }
-            Instant::now()
-        });
-        let tcp = TcpStream::connect(addr)
-            .await
-            .expect("connect to 127.0.0.1");
-        let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from("localhost").expect("a valid server name");
-        let mut tls = connector
-            .connect(name, tcp)
-            .await
-            .expect("TLS handshake (client)");
-        suite = tls
-            .get_ref()
-            .1
-            .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()))
-            .unwrap_or_default();
-        let chunk = vec![0x5au8; CHUNK];
-        let start = Instant::now();
-        let write = async {
-            for _ in 0..bytes / CHUNK {
-                tls.write_all(&chunk).await.expect("TLS write");
-            }
-            tls.flush().await.expect("TLS flush");
-        };
-        tokio::time::timeout(ROUND_LIMIT, write)
-            .await
-            .expect("TLS pass within its time limit");
-        let done = tokio::time::timeout(ROUND_LIMIT, reader)
-            .await
-            .expect("TLS reader within its time limit")
-            .expect("TLS reader task");
-        if pass > 0 {
-            best = best.min(done - start);
-        }
-    }
-    (best, suite)
+    table.write_tsv("bench-transfer.tsv");
 }
 
 // ---------------------------------------------------------------------------
@@ -276,7 +82,7 @@ async fn tls_stream() -> (Duration, String) {
 
 /// A running EE gateway with the example upstream, and FI's grant token.
 struct Bench {
-    _dir: tempfile::TempDir,
+    _world: World,
     upstream: SocketAddr,
     border: SocketAddr,
     fi: BorderClient,
@@ -290,79 +96,22 @@ impl Bench {
     /// the gateway's files and config, the gateway on ephemeral loopback
     /// ports; then a request filed by FI and approved by alice.
     async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("a tempdir");
-        let ee = DevCa::new(&jurisdiction("EE")).expect("EE's dev CA");
-        let fi = DevCa::new(&jurisdiction("FI")).expect("FI's dev CA");
-        let gateway_cert = ee
-            .issue(&LeafSpec::server(spiffe(
-                "spiffe://ee.xborder.test/gateway",
-            )))
-            .expect("the gateway's certificate");
-        let write = |rel: &str, text: &str| {
-            let path = dir.path().join(rel);
-            std::fs::create_dir_all(path.parent().expect("a file under the tempdir"))
-                .expect("create a directory in the tempdir");
-            std::fs::write(&path, text).expect("write a file in the tempdir");
-        };
-        write("ee/ca.pem", &ee.cert_pem());
-        write("ee/ca.crl", &ee.crl_pem(&[]).expect("an empty CRL"));
-        write("fi/ca.pem", &fi.cert_pem());
-        write("fi/ca.crl", &fi.crl_pem(&[]).expect("an empty CRL"));
-        write("ee/gateway.pem", &gateway_cert.cert_pem());
-        write("ee/gateway-key.pem", &gateway_cert.key_pem());
-        TokenKeys::generate_file(&dir.path().join("ee/token-key.pem"))
-            .expect("a token signing key");
-        TokenKeys::generate_file(&dir.path().join("ee/audit-key.pem"))
-            .expect("an audit signing key");
-        write("ee/audit-pseudonym.key", &"ab".repeat(32));
-
+        let world = World::new();
         let stop = CancellationToken::new();
         let upstream = upstream_example::spawn(loopback(), stop.clone())
             .await
             .expect("the example upstream binds 127.0.0.1:0");
-        write("ee/gateway.toml", &config_text(upstream));
-        let config = xborder::config::Config::load(&dir.path().join("ee/gateway.toml"))
+        let config = xborder::config::Config::load(&world.gateway_config(upstream))
             .expect("the bench config is valid");
         let gateway = Gateway::bind(config).await.expect("the gateway starts");
         let border = gateway.border_addr();
-        let admin_addr = gateway.admin_addr().expect("an admin listener");
+        let admin = gateway.admin_addr().expect("an admin listener");
         let signal = stop.clone();
         let task = tokio::spawn(gateway.run(async move { signal.cancelled().await }));
-
-        let fi = client_for(&ee, &issue(&fi, "spiffe://fi.xborder.test/agency/police"));
-        let alice = client_for(&ee, &issue(&ee, "spiffe://ee.xborder.test/admin/alice"));
-        let recipient = age::x25519::Identity::generate().to_public().to_string();
-        let body = serde_json::json!({
-            "legal_basis": "eu-2023-1543",
-            "purpose": "throughput benchmark",
-            "categories": ["subscriber", "content"],
-            "targets": [TARGET],
-            "period": { "from": "2026-01-01T00:00:00Z", "to": "2026-06-30T00:00:00Z" },
-            "urgency": "normal",
-            "recipient": recipient,
-            "justification": "measuring the gateway on loopback",
-        });
-        let mut conn = connect(&fi, border).await;
-        let (status, filed) = send_json(&mut conn, Method::POST, "/v1/requests", Some(&body)).await;
-        assert_eq!(status, StatusCode::CREATED, "filing: {filed}");
-        let id = filed["id"]
-            .as_str()
-            .expect("a filed request has an id")
-            .to_owned();
-        let mut admin = connect(&alice, admin_addr).await;
-        let approve = serde_json::json!({});
-        let path = format!("/v1/requests/{id}/approve");
-        let (status, answer) = send_json(&mut admin, Method::POST, &path, Some(&approve)).await;
-        assert!(status.is_success(), "approval: {status}: {answer}");
-        let path = format!("/v1/requests/{id}");
-        let (status, view) = send_json(&mut conn, Method::GET, &path, None).await;
-        assert_eq!(status, StatusCode::OK, "request view: {view}");
-        let token = view["grant"]["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("an approved request carries its token: {view}"))
-            .to_owned();
+        let token = world.grant_token(border, admin).await;
+        let fi = world.client(&world.police);
         Self {
-            _dir: dir,
+            _world: world,
             upstream,
             border,
             fi,
@@ -578,217 +327,6 @@ impl Bench {
     }
 }
 
-/// EE's gateway config, as the integration tests write it, with rate limits
-/// far above what loopback can reach and timeouts that outlast a 256 MiB body.
-fn config_text(upstream: SocketAddr) -> String {
-    format!(
-        r#"
-jurisdiction = "EE"
-data_dir = "data"
-
-[listeners]
-border = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-ops = "127.0.0.1:0"
-
-[identity]
-certificate = "gateway.pem"
-key = "gateway-key.pem"
-
-[timeouts]
-tls_handshake = "5s"
-header_read = "5s"
-idle = "60s"
-upstream_connect = "2s"
-shutdown_grace = "5s"
-
-[tokens]
-signing_key = "token-key.pem"
-
-[audit]
-signing_key = "audit-key.pem"
-pseudonym_key = "audit-pseudonym.key"
-
-[admin.identities]
-"spiffe://ee.xborder.test/admin/alice" = ["approver"]
-
-[policy.EE.FI]
-legal_bases = ["eu-2023-1543"]
-categories = ["subscriber", "traffic", "content"]
-forbidden_categories = ["ip_identification"]
-max_targets = 5
-max_period = "366d"
-max_lifetime = "30d"
-max_lifetime_emergency = "3d"
-
-[policy.EE.FI.rate]
-bytes_per_second = 4000000000
-byte_burst = 4000000000
-requests_per_second = 100000
-request_burst = 100000
-
-[trust.EE]
-trust_domain = "ee.xborder.test"
-ca = "ca.pem"
-crls = ["ca.crl"]
-
-[trust.FI]
-trust_domain = "fi.xborder.test"
-ca = "../fi/ca.pem"
-crls = ["../fi/ca.crl"]
-
-[[routes]]
-prefix = "/v1/data/subscriber"
-upstream = "http://{upstream}/subscriber"
-category = "subscriber"
-
-[[routes]]
-prefix = "/v1/data/content"
-upstream = "http://{upstream}/content"
-category = "content"
-"#
-    )
-}
-
-fn issue(ca: &DevCa, id: &str) -> Issued {
-    ca.issue(&LeafSpec::client(spiffe(id)))
-        .expect("a dev CA issues a client leaf")
-}
-
-/// A client presenting `cert` that trusts `ca` for the server, offering h2
-/// and http/1.1, as the gateway's own outbound calls do.
-fn client_for(ca: &DevCa, cert: &Issued) -> BorderClient {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(ca.cert_der())
-        .expect("the dev CA is a usable root");
-    let key = tls::provider()
-        .key_provider
-        .load_private_key(cert.key_der())
-        .expect("ring loads a dev key");
-    let certified = CertifiedKey::new(vec![cert.cert_der()], key);
-    let config = tls::client_config_with(roots, Arc::new(certified))
-        .expect("a client config from a dev certificate");
-    BorderClient::new(config)
-}
-
-async fn connect(client: &BorderClient, addr: SocketAddr) -> Connection {
-    client
-        .connect(addr, "localhost")
-        .await
-        .expect("an mTLS connection to the gateway")
-}
-
-async fn send_json(
-    conn: &mut Connection,
-    method: Method,
-    path: &str,
-    body: Option<&serde_json::Value>,
-) -> (StatusCode, serde_json::Value) {
-    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(xborder::server::full(bytes))
-        .expect("a well-formed request");
-    let response = conn.send(request).await.expect("the gateway answers");
-    let (parts, body) = client::collect(response).await.expect("a JSON body");
-    let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    (parts.status, value)
-}
-
-fn jurisdiction(cc: &str) -> Jurisdiction {
-    cc.parse().expect("bench jurisdictions are valid")
-}
-
-fn spiffe(id: &str) -> SpiffeId {
-    id.parse().expect("bench SPIFFE IDs are valid")
-}
-
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// Decimal megabytes per second.
-fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
-    bytes as f64 / elapsed.as_secs_f64() / 1e6
-}
-
-// ---------------------------------------------------------------------------
-// Results
-
-struct Percentiles {
-    n: usize,
-    p50: f64,
-    p99: f64,
-}
-
-impl Percentiles {
-    /// Nearest-rank percentiles, in milliseconds.
-    fn of(mut times: Vec<Duration>) -> Self {
-        assert!(!times.is_empty(), "at least one timed run");
-        times.sort();
-        let rank = |p: usize| {
-            let i = (times.len() * p).div_ceil(100).max(1) - 1;
-            times[i].as_secs_f64() * 1e3
-        };
-        Self {
-            n: times.len(),
-            p50: rank(50),
-            p99: rank(99),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Table {
-    rows: Vec<(String, f64, &'static str, String)>,
-}
-
-impl Table {
-    fn row(&mut self, measure: &str, value: f64, unit: &'static str, comment: String) {
-        self.rows.push((measure.to_owned(), value, unit, comment));
-    }
-
-    fn value(value: f64, unit: &str) -> String {
-        match unit {
-            "ms" => format!("{value:.3}"),
-            _ => format!("{value:.0}"),
-        }
-    }
-
-    fn print(&self) {
-        let width = self
-            .rows
-            .iter()
-            .map(|(m, ..)| m.len())
-            .max()
-            .unwrap_or(0)
-            .max("measure".len());
-        println!();
-        println!(
-            "{:<width$}  {:>10}  {:<5}  ratio/comment",
-            "measure", "value", "unit"
-        );
-        println!("{}", "-".repeat(width + 34));
-        for (measure, value, unit, comment) in &self.rows {
-            println!(
-                "{measure:<width$}  {:>10}  {unit:<5}  {comment}",
-                Self::value(*value, unit)
-            );
-        }
-        println!();
-    }
-
-    fn tsv(&self) -> String {
-        let mut out = String::from("measure\tvalue\tunit\tratio/comment\n");
-        for (measure, value, unit, comment) in &self.rows {
-            out.push_str(&format!(
-                "{measure}\t{}\t{unit}\t{comment}\n",
-                Self::value(*value, unit)
-            ));
-        }
-        out
-    }
 }
