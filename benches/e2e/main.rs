@@ -23,7 +23,8 @@
 //!
 //! `cargo bench --bench e2e` (needs `nginx`, `haproxy` and `taskset`; all
 //! traffic on 127.0.0.1; every loop bounded by time). The table is also
-//! written to `target/bench-e2e.tsv`.
+//! written to `target/bench-e2e.tsv`. `E2E_ONLY=e` runs one part (letters
+//! `b`-`f`), e.g. to attach a profiler to the system under test.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -145,10 +146,24 @@ async fn compare(table: &mut Table, bound: &Bound) {
         client.download(&case.target, &warm, 1).await;
     }
 
-    downloads(table, &client, &cases, bound).await;
-    handshakes(table, &client, &cases[..3]).await;
-    keep_alive(table, &client, &cases).await;
-    in_flight(table, &client, &cases).await;
+    if only("bc") {
+        downloads(table, &client, &cases, bound).await;
+    }
+    if only("d") {
+        handshakes(table, &client, &cases[..3]).await;
+    }
+    if only("e") {
+        keep_alive(table, &client, &cases).await;
+    }
+    if only("f") {
+        in_flight(table, &client, &cases).await;
+    }
+}
+
+/// Whether `E2E_ONLY` (e.g. `E2E_ONLY=de`, for profiling one part) asks
+/// for any of the parts named by `letters`; without it, every part runs.
+fn only(letters: &str) -> bool {
+    std::env::var("E2E_ONLY").map_or(true, |only| letters.chars().any(|c| only.contains(c)))
 }
 
 /// Runs `work` and returns its output with the CPU seconds `sut` used.

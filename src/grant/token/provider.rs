@@ -72,8 +72,32 @@ fn signer_factory(alg: &Algorithm, key: &EncodingKey) -> JwtResult<Box<dyn JwtSi
     if key.family() != AlgorithmFamily::Ed {
         return Err(ErrorKind::InvalidKeyFormat.into());
     }
-    let key = SigningKey::from_pkcs8_der(key.as_bytes()).map_err(|_| ErrorKind::InvalidEddsaKey)?;
-    Ok(Box::new(Ed25519Signer(key)))
+    Ok(Box::new(Ed25519Signer(signing_key(key.as_bytes())?)))
+}
+
+/// The most signing keys [`signing_key`] remembers: the gateway signs with
+/// one (tokens and receipts), tests with a few.
+const REMEMBERED_KEYS: usize = 8;
+
+/// The signing key of a PKCS#8 document, decoded once per key. jsonwebtoken
+/// asks for a signer on every signature, and decoding derives the public
+/// key, a base-point multiplication as dear as the signature itself: the
+/// receipt of every transfer paid for two.
+fn signing_key(der: &[u8]) -> JwtResult<SigningKey> {
+    static KEYS: std::sync::Mutex<Vec<([u8; 32], SigningKey)>> = std::sync::Mutex::new(Vec::new());
+    let id: [u8; 32] = Sha256::digest(der).into();
+    let mut keys = KEYS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, key)) = keys.iter().find(|(known, _)| *known == id) {
+        return Ok(key.clone());
+    }
+    let key = SigningKey::from_pkcs8_der(der).map_err(|_| ErrorKind::InvalidEddsaKey)?;
+    if keys.len() == REMEMBERED_KEYS {
+        keys.remove(0);
+    }
+    keys.push((id, key.clone()));
+    Ok(key)
 }
 
 fn verifier_factory(alg: &Algorithm, key: &DecodingKey) -> JwtResult<Box<dyn JwtVerifier>> {

@@ -77,24 +77,23 @@ pub(super) fn open(
     let used_transfers = grant.used_transfers.checked_add(1).ok_or_else(|| {
         StoreError::Backend(format!("grant {id}'s transfer count overflows").into())
     })?;
-    conn.execute(
-        "UPDATE grants SET used_transfers = ?1 WHERE id = ?2",
-        params![sql_count(used_transfers, "used_transfers")?, id.to_string()],
-    )?;
-    conn.execute(
-        &format!(
-            "INSERT INTO transfers ({OPEN_COLUMNS}, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open')"
-        ),
-        params![
-            open.id.to_string(),
-            id.to_string(),
-            open.grantee,
-            open.route,
-            open.category,
-            open.target,
-            open.started_at.unix_ms(),
-        ],
-    )
+    conn.prepare_cached("UPDATE grants SET used_transfers = ?1 WHERE id = ?2")?
+        .execute(params![
+            sql_count(used_transfers, "used_transfers")?,
+            id.to_string()
+        ])?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO transfers ({OPEN_COLUMNS}, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open')"
+    ))?
+    .execute(params![
+        open.id.to_string(),
+        id.to_string(),
+        open.grantee,
+        open.route,
+        open.category,
+        open.target,
+        open.started_at.unix_ms(),
+    ])
     .map_err(|e| unique_to_conflict(e, || format!("transfer {} already exists", open.id)))?;
     audit::append(conn, open.started_at, Event::transfer_allowed(open, names))?;
     Ok(grant.used_bytes)
@@ -150,18 +149,17 @@ pub(super) fn close(
         .ok_or_else(|| {
             StoreError::Backend(format!("grant {grant_id}'s byte count overflows").into())
         })?;
-    conn.execute(
-        "UPDATE grants SET used_bytes = ?1 WHERE id = ?2",
-        params![sql_count(used_bytes, "used_bytes")?, grant_id],
-    )?;
+    conn.prepare_cached("UPDATE grants SET used_bytes = ?1 WHERE id = ?2")?
+        .execute(params![sql_count(used_bytes, "used_bytes")?, grant_id])?;
     let index = audit::append(conn, receipt.ended_at, Event::transfer_completed(&receipt))?;
     receipt.audit_index = Some(index);
     let jws = sign(&receipt).map_err(StoreError::Backend)?;
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE transfers SET state = 'closed', ended_at = ?1, complete = ?2, incomplete = ?3, \
          plaintext_bytes = ?4, ciphertext_bytes = ?5, plaintext_sha256 = ?6, ciphertext_sha256 = ?7, \
          receipt_json = ?8, jws = ?9 WHERE id = ?10 AND state = 'open'",
-        params![
+    )?
+    .execute(params![
             receipt.ended_at.unix_ms(),
             receipt.complete,
             receipt.incomplete.map(|cause| cause.as_str()),
