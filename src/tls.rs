@@ -24,6 +24,7 @@ use crate::config::{Config, ConfigError, TrustAnchor};
 use crate::identity::{Jurisdiction, TrustDomain};
 
 pub mod reload;
+mod verified;
 mod verifier;
 
 pub use verifier::{JurisdictionVerifier, MAX_INTERMEDIATES, Refusal};

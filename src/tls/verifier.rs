@@ -4,7 +4,8 @@
 //! certificate is verified by the CA of the trust domain its SPIFFE ID names,
 //! and by no other: a CA that is trusted for EE cannot vouch for an identity in
 //! FI's trust domain. The chain checks themselves (signatures, validity, EKU
-//! clientAuth, CRLs) are webpki's, through rustls' `WebPkiClientVerifier`.
+//! clientAuth, CRLs) are webpki's, through rustls' `WebPkiClientVerifier`;
+//! a chain webpki accepted is remembered while it stays valid ([`verified`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
 };
 
+use super::verified::{self, VerifiedChains};
 use super::{LoadedAnchor, webpki_verifier};
 use crate::identity::{self, IdentityError, Jurisdiction, TrustDomain};
 
@@ -35,6 +37,8 @@ struct Anchor {
     jurisdiction: Jurisdiction,
     trust_domain: TrustDomain,
     webpki: Arc<dyn ClientCertVerifier>,
+    /// Chains `webpki` accepted, for as long as this verifier lives.
+    verified: VerifiedChains,
 }
 
 impl fmt::Debug for JurisdictionVerifier {
@@ -82,6 +86,7 @@ impl JurisdictionVerifier {
                 jurisdiction,
                 trust_domain: anchor.trust_domain,
                 webpki,
+                verified: VerifiedChains::default(),
             });
         }
         Ok(Self {
@@ -141,11 +146,18 @@ impl ClientCertVerifier for JurisdictionVerifier {
                 ),
             ));
         };
+        let chain = verified::key(end_entity, intermediates);
+        if anchor.verified.accepts(&chain, now) {
+            return Ok(ClientCertVerified::assertion());
+        }
         match anchor
             .webpki
             .verify_client_cert(end_entity, intermediates, now)
         {
-            Ok(verified) => Ok(verified),
+            Ok(verified) => {
+                anchor.verified.remember(chain, end_entity, intermediates);
+                Ok(verified)
+            }
             Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
                 // Say so when another jurisdiction's CA issued it: a CA
                 // vouching outside its trust domain is worth an operator's look.
@@ -222,5 +234,59 @@ fn describe(e: &CertificateError) -> String {
         }
         CertificateError::BadSignature => "certificate signature does not verify".into(),
         other => format!("certificate refused: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::pki::{DevCa, LeafSpec};
+
+    fn at(t: time::OffsetDateTime) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(t.unix_timestamp() as u64))
+    }
+
+    /// A chain accepted once is accepted again without webpki, but never
+    /// outside its certificates' validity, which webpki would refuse.
+    #[test]
+    fn an_accepted_chain_is_accepted_again_only_while_it_is_valid() {
+        let jurisdiction: Jurisdiction = "EE".parse().unwrap();
+        let ca = DevCa::new(&jurisdiction).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let (from, until) = (
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(1),
+        );
+        let id = identity::SpiffeId::new(ca.trust_domain(), "police").unwrap();
+        let leaf = ca
+            .issue(&LeafSpec::client(id).valid(from, until))
+            .unwrap()
+            .cert_der();
+        let verifier = JurisdictionVerifier::new(vec![(
+            jurisdiction,
+            LoadedAnchor {
+                trust_domain: ca.trust_domain().clone(),
+                ca: vec![ca.cert_der()],
+                crls: vec![],
+            },
+        )])
+        .unwrap();
+        let verify = |t| verifier.verify_client_cert(&leaf, &[], at(t));
+
+        verify(now).expect("valid now");
+        assert!(
+            verifier.anchors[0]
+                .verified
+                .accepts(&verified::key(&leaf, &[]), at(now)),
+            "remembered"
+        );
+        verify(now).expect("still valid, from the cache");
+        let expired = verify(until + time::Duration::seconds(1)).unwrap_err();
+        assert!(expired.to_string().contains("expired"), "{expired}");
+        let early = verify(from - time::Duration::seconds(1)).unwrap_err();
+        assert!(early.to_string().contains("not valid yet"), "{early}");
+        verify(until).expect("valid up to its last second");
     }
 }
