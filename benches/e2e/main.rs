@@ -78,7 +78,7 @@ fn main() {
         .build()
         .expect("a tokio runtime can be built on this machine");
     let mut table = Table::default();
-    let bound = Bound::measure(&runtime);
+    let bound = Bound::measure();
     bound.rows(&mut table);
     runtime.block_on(compare(&mut table, &bound));
     table.print();
