@@ -1,10 +1,10 @@
 //! Cost of the audit log's Merkle tree, in units of the hash it is made of.
 //!
 //! - `primitive/sha256_64B`: one SHA-256 of 64 bytes, the baseline.
-//! - `append/1M`: appending a million leaf hashes to a `MemoryTree`
+//! - `append/10M`: appending ten million leaf hashes to a `MemoryTree`
 //!   (throughput in hashes/s; about one node hash per append, amortised).
 //! - `inclusion/{prove,verify}` and `consistency/{prove,verify}` at
-//!   1,000,000 entries, cycling through indices and old sizes.
+//!   10,000,000 entries, cycling through indices and old sizes.
 //!
 //! At the end it prints each proof operation as "≈ k hashes" from
 //! criterion's medians: O(log n) means k in the tens at this size.
@@ -21,7 +21,7 @@ use xborder::audit::merkle::{
     verify_inclusion,
 };
 
-const N: u64 = 1_000_000;
+const N: u64 = 10_000_000;
 
 /// Median seconds per iteration, by benchmark, read back from criterion.
 type Medians = RefCell<BTreeMap<&'static str, f64>>;
@@ -39,7 +39,7 @@ fn main() {
     let mut group = c.benchmark_group("append");
     group.throughput(Throughput::Elements(N));
     group.sample_size(10);
-    group.bench_function("1M", |b| {
+    group.bench_function("10M", |b| {
         b.iter(|| {
             let mut tree = MemoryTree::new();
             for leaf in &leaves {
@@ -76,7 +76,7 @@ fn main() {
         })
         .collect();
 
-    time(&mut c, &medians, "inclusion/prove_1M", || {
+    time(&mut c, &medians, "inclusion/prove_10M", || {
         let mut k = 0;
         let tree = &tree;
         let indices = &indices;
@@ -85,7 +85,7 @@ fn main() {
             black_box(inclusion_proof(tree, indices[k]).expect("in range"))
         }
     });
-    time(&mut c, &medians, "inclusion/verify_1M", || {
+    time(&mut c, &medians, "inclusion/verify_10M", || {
         let mut k = 0;
         let (inclusion, leaves) = (&inclusion, &leaves);
         move || {
@@ -94,7 +94,7 @@ fn main() {
             verify_inclusion(*index, N, &leaves[*index as usize], proof, &root).expect("valid")
         }
     });
-    time(&mut c, &medians, "consistency/prove_1M", || {
+    time(&mut c, &medians, "consistency/prove_10M", || {
         let mut k = 0;
         let (tree, consistency) = (&tree, &consistency);
         move || {
@@ -102,7 +102,7 @@ fn main() {
             black_box(consistency_proof(tree, consistency[k].0).expect("in range"))
         }
     });
-    time(&mut c, &medians, "consistency/verify_1M", || {
+    time(&mut c, &medians, "consistency/verify_10M", || {
         let mut k = 0;
         let consistency = &consistency;
         move || {
@@ -111,7 +111,7 @@ fn main() {
             verify_consistency(*old, N, old_root, &root, proof).expect("valid")
         }
     });
-    time(&mut c, &medians, "root/1M", || {
+    time(&mut c, &medians, "root/10M", || {
         let tree = &tree;
         move || black_box(tree.root())
     });
