@@ -87,8 +87,7 @@ impl PostgresStore {
         settings: PostgresSettings,
         names: Pseudonymiser,
     ) -> Result<Self, StoreError> {
-        let mut connection = settings.connection.clone();
-        connection.connect_timeout(settings.connect_timeout);
+        let connection = named(&settings, "xborder");
         let (mut client, conn) =
             tokio::time::timeout(settings.connect_timeout, connection.connect(NoTls))
                 .await
@@ -148,6 +147,17 @@ impl PostgresStore {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Unavailable(String);
+
+/// `settings`' connection, named `name` in `pg_stat_activity` unless the
+/// operator's connection string names it already.
+fn named(settings: &PostgresSettings, name: &str) -> tokio_postgres::Config {
+    let mut config = settings.connection.clone();
+    if config.get_application_name().is_none() {
+        config.application_name(name);
+    }
+    config.connect_timeout(settings.connect_timeout);
+    config
+}
 
 fn unreachable_within(timeout: Duration) -> StoreError {
     StoreError::Backend(Box::new(Unavailable(format!(

@@ -261,6 +261,90 @@ async fn a_revocation_on_one_replica_cuts_a_stream_on_the_other_within_a_second(
     b.shutdown().await;
 }
 
+/// Every replica's LISTEN connection is cut, and A revokes a grant before
+/// they are back: the notification is lost, and B learns of the revocation
+/// from the resync it runs when it reconnects, and cuts its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_sent_while_listen_was_down_reaches_the_other_replica_by_resync() {
+    let Some(server) = pg::shared() else { return };
+    let world = World::new();
+    let (a, b, url) = two_replicas(&world, server).await;
+    let police = world.fi_police();
+    let (token, grant) =
+        grant_with(&world, a.border, a.admin, &police, &["content"], json!({})).await;
+    let mut conn = world
+        .client(Some(&police))
+        .connect(b.border, "localhost")
+        .await
+        .unwrap();
+    let response = conn
+        .send(xborder::client::bearer_get(
+            format!("/v1/data/content/+3725550123?bytes={}", 256u64 << 20)
+                .parse()
+                .unwrap(),
+            &token,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+
+    let cut = terminate(&url, "xborder-listen").await;
+    assert_eq!(cut, 2, "one LISTEN connection per replica");
+    let (status, _) = send_json(
+        &admin(&world, "operator"),
+        a.admin,
+        Method::POST,
+        &format!("/v1/grants/{grant}/revoke"),
+        Some(&json!({ "reason": "incident" })),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Some(e.to_string()),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("B cuts the stream once its listener is back and has resynced");
+    assert!(
+        ended.is_some(),
+        "the stream ended cleanly instead of being cut"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Ends the sessions named `application_name` in the database at `url`;
+/// returns how many.
+async fn terminate(url: &str, application_name: &str) -> i64 {
+    let (client, conn) = url
+        .parse::<tokio_postgres::Config>()
+        .unwrap()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let n: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1",
+            &[&application_name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    drop(client);
+    let _ = task.await;
+    n
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_grant_expires_once_although_both_replicas_schedule_it() {
     let Some(server) = pg::shared() else { return };

@@ -77,8 +77,7 @@ impl Listener {
         lost_at: &mut Option<Timestamp>,
         connected: Option<&mpsc::UnboundedSender<()>>,
     ) -> Result<(), tokio_postgres::Error> {
-        let mut config = self.settings.connection.clone();
-        config.connect_timeout(self.settings.connect_timeout);
+        let config = super::named(&self.settings, "xborder-listen");
         let (client, mut connection) = config.connect(NoTls).await?;
         let (tx, mut notifications) = mpsc::unbounded_channel();
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -54,8 +54,7 @@ type Session = (
 
 /// A new session holding the lock on `key`, or `None` if another holds it.
 async fn lock(settings: &PostgresSettings, key: i64) -> Result<Option<Session>, StoreError> {
-    let mut config = settings.connection.clone();
-    config.connect_timeout(settings.connect_timeout);
+    let config = super::named(settings, "xborder-liveness");
     let (client, connection) =
         tokio::time::timeout(settings.connect_timeout, config.connect(NoTls))
             .await
