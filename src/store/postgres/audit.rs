@@ -1,9 +1,9 @@
 //! The audit log in PostgreSQL: appending inside the caller's transaction,
 //! in one order across replicas, and reading entries, roots and proofs.
 //!
-//! [`append`] first locks `audit_head`, the log's one-row size, so appends
-//! from every replica are serialised: each reads the size and root the one
-//! before it committed, and the log never forks. The lock is held until the
+//! [`append`] first locks `audit_head`, the log's one-row size, and claims
+//! the next index, so appends from every replica are serialised: each reads
+//! the size and root the one before it committed, and the log never forks. The lock is held until the
 //! change's transaction ends, so the change and its entry commit together.
 //! Tree hashes are read through [`merkle::SparseTree`]: one query fetches
 //! every subtree a root or proof needs.
@@ -17,9 +17,11 @@ use super::{Tx, execute, query, query_one};
 
 /// Appends `event` at `at` as the next entry; returns its index.
 pub(super) async fn append(tx: &Tx<'_>, at: Timestamp, event: Event) -> Result<u64, StoreError> {
+    // Takes the head's row lock and claims the next index in one round
+    // trip: everything from here to the commit is serial across replicas.
     let row = query_one(
         tx,
-        "SELECT size FROM audit_head WHERE id = 1 FOR UPDATE",
+        "UPDATE audit_head SET size = size + 1 WHERE id = 1 RETURNING size - 1",
         &[],
     )
     .await?;
@@ -49,12 +51,6 @@ pub(super) async fn append(tx: &Tx<'_>, at: Timestamp, event: Event) -> Result<u
     let bytes = entry.to_bytes();
     let leaf = merkle::leaf_hash(&bytes);
     let sql_index = sql_index(index)?;
-    execute(
-        tx,
-        "INSERT INTO audit_entries (idx, at, kind, entry) VALUES ($1, $2, $3, $4)",
-        &[&sql_index, &at.unix_ms(), &entry.event.kind(), &bytes],
-    )
-    .await?;
     let mut levels = vec![0_i32];
     let mut positions = vec![sql_index];
     let mut hashes = vec![leaf.to_vec()];
@@ -66,17 +62,22 @@ pub(super) async fn append(tx: &Tx<'_>, at: Timestamp, event: Event) -> Result<u
         hashes.push(node.to_vec());
         below = node;
     }
+    // The entry and its tree nodes in one statement (one round trip).
     execute(
         tx,
-        "INSERT INTO audit_nodes (level, idx, hash) \
-         SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bytea[])",
-        &[&levels, &positions, &hashes],
-    )
-    .await?;
-    execute(
-        tx,
-        "UPDATE audit_head SET size = size + 1 WHERE id = 1",
-        &[],
+        "WITH entry AS ( \
+             INSERT INTO audit_entries (idx, at, kind, entry) VALUES ($1, $2, $3, $4)) \
+         INSERT INTO audit_nodes (level, idx, hash) \
+         SELECT * FROM unnest($5::integer[], $6::bigint[], $7::bytea[])",
+        &[
+            &sql_index,
+            &at.unix_ms(),
+            &entry.event.kind(),
+            &bytes,
+            &levels,
+            &positions,
+            &hashes,
+        ],
     )
     .await?;
     Ok(index)
