@@ -51,6 +51,55 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Whether `grant` admits the transfer `open`, read under the grant's lock:
+/// active and not yet due to end at the transfer's start, granted to its
+/// grantee, with a transfer left. Returns the grant's transfer count with
+/// this one. Both stores call it, so they refuse alike.
+pub(crate) fn admit_transfer(grant: &Grant, open: &TransferOpen) -> Result<u64, StoreError> {
+    let id = grant.id;
+    if grant.state != GrantState::Active {
+        return Err(StoreError::Conflict(format!(
+            "grant {id} is {}, not active",
+            grant.state.as_str()
+        )));
+    }
+    // The scheduler may not have ended a grant that is due already; the
+    // transfer must not slip into that gap.
+    match grant.due_cause(open.started_at) {
+        None => {}
+        Some(Cause::ValidationMissed) => {
+            return Err(StoreError::Conflict(format!(
+                "grant {id} is not active: it had to be validated by {}",
+                grant.validation_due.unwrap_or(grant.expires_at)
+            )));
+        }
+        Some(_) => {
+            return Err(StoreError::Conflict(format!(
+                "grant {id} is not active: it expired at {}",
+                grant.expires_at
+            )));
+        }
+    }
+    if grant.grantee.as_str() != open.grantee {
+        return Err(StoreError::Conflict(format!(
+            "grant {id} is not a grant to {}",
+            open.grantee
+        )));
+    }
+    if let Some(max_transfers) = grant.quotas.max_transfers
+        && grant.used_transfers >= max_transfers
+    {
+        return Err(StoreError::QuotaExhausted {
+            grant: id,
+            max_transfers,
+        });
+    }
+    grant
+        .used_transfers
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Backend(format!("grant {id}'s transfer count overflows").into()))
+}
+
 /// Signs a receipt once the store has set its `audit_index`; runs inside
 /// the closing transaction, so a receipt that cannot be signed is not stored.
 pub type SignReceipt =

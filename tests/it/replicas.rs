@@ -107,6 +107,59 @@ async fn checked_log(store: &PostgresStore) -> Vec<Entry> {
     entries
 }
 
+/// A transfer of `bytes` from `border` under `token`, paused after its first
+/// frame: its id, its body, and the connection it runs on (hold it).
+async fn paused_transfer(
+    world: &World,
+    border: std::net::SocketAddr,
+    police: &xborder::pki::Issued,
+    token: &str,
+    bytes: u64,
+) -> (String, hyper::body::Incoming, xborder::client::Connection) {
+    let mut conn = world
+        .client(Some(police))
+        .connect(border, "localhost")
+        .await
+        .unwrap();
+    let response = conn
+        .send(xborder::client::bearer_get(
+            format!("/v1/data/content/+3725550123?bytes={bytes}")
+                .parse()
+                .unwrap(),
+            token,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let id = response.headers()["x-xborder-transfer"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut body = response.into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+    (id, body, conn)
+}
+
+/// Reads `body` to its end within `within` (or fails with `expected`):
+/// `Some(error)` if the stream was cut, `None` if it ended cleanly.
+async fn read_to_end(
+    body: &mut hyper::body::Incoming,
+    within: Duration,
+    expected: &str,
+) -> Option<String> {
+    tokio::time::timeout(within, async {
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Some(e.to_string()),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect(expected)
+}
+
 fn endings_of(entries: &[Entry], grant: &str) -> usize {
     entries
         .iter()
@@ -173,25 +226,8 @@ async fn a_revocation_on_one_replica_cuts_a_stream_on_the_other_within_a_second(
     let (token, grant) =
         grant_with(&world, a.border, a.admin, &police, &["content"], json!({})).await;
     let total: u64 = 256 << 20;
-    let mut conn = world
-        .client(Some(&police))
-        .connect(b.border, "localhost")
-        .await
-        .unwrap();
-    let request = xborder::client::bearer_get(
-        format!("/v1/data/content/+3725550123?bytes={total}")
-            .parse()
-            .unwrap(),
-        &token,
-    );
-    let response = conn.send(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let transfer = response.headers()["x-xborder-transfer"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let mut body = response.into_body();
-    assert!(body.frame().await.unwrap().unwrap().is_data());
+    let (transfer, mut body, _conn) =
+        paused_transfer(&world, b.border, &police, &token, total).await;
 
     let (status, _) = send_json(
         &admin(&world, "operator"),
@@ -204,17 +240,12 @@ async fn a_revocation_on_one_replica_cuts_a_stream_on_the_other_within_a_second(
     .await;
     assert_eq!(status, StatusCode::OK);
     let revoked_at = Instant::now();
-    let ended = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match body.frame().await {
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Some(e.to_string()),
-                None => return None,
-            }
-        }
-    })
-    .await
-    .expect("replica B cuts the stream within a second of A's revocation");
+    let ended = read_to_end(
+        &mut body,
+        Duration::from_secs(1),
+        "replica B cuts the stream within a second of A's revocation",
+    )
+    .await;
     eprintln!(
         "stream on B cut {:?} after A answered the revocation",
         revoked_at.elapsed()
@@ -272,23 +303,7 @@ async fn a_revocation_sent_while_listen_was_down_reaches_the_other_replica_by_re
     let police = world.fi_police();
     let (token, grant) =
         grant_with(&world, a.border, a.admin, &police, &["content"], json!({})).await;
-    let mut conn = world
-        .client(Some(&police))
-        .connect(b.border, "localhost")
-        .await
-        .unwrap();
-    let response = conn
-        .send(xborder::client::bearer_get(
-            format!("/v1/data/content/+3725550123?bytes={}", 256u64 << 20)
-                .parse()
-                .unwrap(),
-            &token,
-        ))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut body = response.into_body();
-    assert!(body.frame().await.unwrap().unwrap().is_data());
+    let (_, mut body, _conn) = paused_transfer(&world, b.border, &police, &token, 256 << 20).await;
 
     let cut = terminate(&url, "xborder-listen").await;
     assert_eq!(cut, 2, "one LISTEN connection per replica");
@@ -302,17 +317,12 @@ async fn a_revocation_sent_while_listen_was_down_reaches_the_other_replica_by_re
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match body.frame().await {
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Some(e.to_string()),
-                None => return None,
-            }
-        }
-    })
-    .await
-    .expect("B cuts the stream once its listener is back and has resynced");
+    let ended = read_to_end(
+        &mut body,
+        Duration::from_secs(5),
+        "B cuts the stream once its listener is back and has resynced",
+    )
+    .await;
     assert!(
         ended.is_some(),
         "the stream ended cleanly instead of being cut"
@@ -392,27 +402,7 @@ async fn a_starting_replica_closes_only_the_transfers_of_replicas_that_are_gone(
         grant_with(&world, a.border, a.admin, &police, &["content"], json!({})).await;
 
     // A streams one transfer, paused after its first frame.
-    let mut conn = world
-        .client(Some(&police))
-        .connect(a.border, "localhost")
-        .await
-        .unwrap();
-    let response = conn
-        .send(xborder::client::bearer_get(
-            "/v1/data/content/+3725550123?bytes=4194304"
-                .parse()
-                .unwrap(),
-            &token,
-        ))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let live = response.headers()["x-xborder-transfer"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let mut body = response.into_body();
-    assert!(body.frame().await.unwrap().unwrap().is_data());
+    let (live, mut body, _conn) = paused_transfer(&world, a.border, &police, &token, 4194304).await;
 
     // A replica opens one and dies: its session, and so its lock, ends.
     let before = count_advisory_locks(&url).await;
@@ -548,27 +538,8 @@ async fn while_postgres_is_down_transfers_fail_closed_and_recover_by_themselves(
 
     for mode in ["fast", "immediate"] {
         // A stream opened before the outage, paused after its first frame.
-        let mut conn = world
-            .client(Some(&police))
-            .connect(a.border, "localhost")
-            .await
-            .unwrap();
-        let response = conn
-            .send(xborder::client::bearer_get(
-                "/v1/data/content/+3725550123?bytes=1048576"
-                    .parse()
-                    .unwrap(),
-                &token,
-            ))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let streaming = response.headers()["x-xborder-transfer"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let mut body = response.into_body();
-        assert!(body.frame().await.unwrap().unwrap().is_data());
+        let (streaming, mut body, _conn) =
+            paused_transfer(&world, a.border, &police, &token, 1048576).await;
 
         server.stop(mode);
         // It runs to its end while the database is away...

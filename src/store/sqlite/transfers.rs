@@ -7,8 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::audit;
 use super::rows::{self, Cols, json_text, sql_count, unique_to_conflict};
 use crate::audit::entry::{Event, Pseudonymiser};
-use crate::grant::{Cause, GrantState};
-use crate::store::{SignReceipt, StoreError};
+use crate::store::{SignReceipt, StoreError, admit_transfer};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
 const OPEN_COLUMNS: &str = "id, grant_id, grantee, route, category, target, started_at";
@@ -37,46 +36,7 @@ pub(super) fn open(
 ) -> Result<u64, StoreError> {
     let id = open.grant_id;
     let grant = rows::grant(conn, id)?.ok_or(StoreError::NotFound)?;
-    if grant.state != GrantState::Active {
-        return Err(StoreError::Conflict(format!(
-            "grant {id} is {}, not active",
-            grant.state.as_str()
-        )));
-    }
-    // The scheduler may not have ended a grant that is due already; the
-    // transfer must not slip into that gap.
-    match grant.due_cause(open.started_at) {
-        None => {}
-        Some(Cause::ValidationMissed) => {
-            return Err(StoreError::Conflict(format!(
-                "grant {id} is not active: it had to be validated by {}",
-                grant.validation_due.unwrap_or(grant.expires_at)
-            )));
-        }
-        Some(_) => {
-            return Err(StoreError::Conflict(format!(
-                "grant {id} is not active: it expired at {}",
-                grant.expires_at
-            )));
-        }
-    }
-    if grant.grantee.as_str() != open.grantee {
-        return Err(StoreError::Conflict(format!(
-            "grant {id} is not a grant to {}",
-            open.grantee
-        )));
-    }
-    if let Some(max_transfers) = grant.quotas.max_transfers
-        && grant.used_transfers >= max_transfers
-    {
-        return Err(StoreError::QuotaExhausted {
-            grant: id,
-            max_transfers,
-        });
-    }
-    let used_transfers = grant.used_transfers.checked_add(1).ok_or_else(|| {
-        StoreError::Backend(format!("grant {id}'s transfer count overflows").into())
-    })?;
+    let used_transfers = admit_transfer(&grant, open)?;
     conn.prepare_cached("UPDATE grants SET used_transfers = ?1 WHERE id = ?2")?
         .execute(params![
             sql_count(used_transfers, "used_transfers")?,
