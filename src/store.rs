@@ -51,6 +51,50 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Whether `by` may validate `grant` at `at`, read under the grant's lock:
+/// active, awaiting validation and not past its deadline or sunset, and
+/// `by` not among its approvers. Both stores call it, so they refuse alike.
+pub(crate) fn admit_validation(
+    grant: &Grant,
+    by: &SpiffeId,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    let id = grant.id;
+    if grant.state != GrantState::Active {
+        return Err(StoreError::Conflict(format!(
+            "grant {id} is {}, not active",
+            grant.state.as_str()
+        )));
+    }
+    let Some(due) = grant.validation_due else {
+        return Err(StoreError::Conflict(format!(
+            "grant {id} needs no validation"
+        )));
+    };
+    if let Some(earlier) = &grant.validated_by {
+        return Err(StoreError::Conflict(format!(
+            "grant {id} is already validated by {earlier}"
+        )));
+    }
+    if grant.approvers.contains(by) {
+        return Err(StoreError::Conflict(format!(
+            "{by} approved grant {id}, so a different approver must validate it"
+        )));
+    }
+    // Past the deadline the scheduler ends the grant (`Grant::due_cause`);
+    // a validation racing it must not revive it.
+    match grant.due_cause(at) {
+        None => Ok(()),
+        Some(Cause::ValidationMissed) => Err(StoreError::Conflict(format!(
+            "grant {id} had to be validated by {due}"
+        ))),
+        Some(_) => Err(StoreError::Conflict(format!(
+            "grant {id} expired at {}",
+            grant.expires_at
+        ))),
+    }
+}
+
 /// Whether `grant` admits the transfer `open`, read under the grant's lock:
 /// active and not yet due to end at the transfer's start, granted to its
 /// grantee, with a transfer left. Returns the grant's transfer count with

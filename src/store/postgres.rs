@@ -19,7 +19,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
-use super::{Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError};
+use super::{Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError, admit_validation};
 use crate::audit::entry::{Event, Pseudonymiser, text_hash};
 use crate::audit::merkle::Hash;
 use crate::clock::Timestamp;
@@ -393,41 +393,7 @@ impl Store for PostgresStore {
             let mut grant = rows::grant(&tx, id, true)
                 .await?
                 .ok_or(StoreError::NotFound)?;
-            if grant.state != GrantState::Active {
-                return Err(StoreError::Conflict(format!(
-                    "grant {id} is {}, not active",
-                    grant.state.as_str()
-                )));
-            }
-            let Some(due) = grant.validation_due else {
-                return Err(StoreError::Conflict(format!(
-                    "grant {id} needs no validation"
-                )));
-            };
-            if let Some(earlier) = &grant.validated_by {
-                return Err(StoreError::Conflict(format!(
-                    "grant {id} is already validated by {earlier}"
-                )));
-            }
-            if grant.approvers.contains(by) {
-                return Err(StoreError::Conflict(format!(
-                    "{by} approved grant {id}, so a different approver must validate it"
-                )));
-            }
-            match grant.due_cause(at) {
-                None => {}
-                Some(Cause::ValidationMissed) => {
-                    return Err(StoreError::Conflict(format!(
-                        "grant {id} had to be validated by {due}"
-                    )));
-                }
-                Some(_) => {
-                    return Err(StoreError::Conflict(format!(
-                        "grant {id} expired at {}",
-                        grant.expires_at
-                    )));
-                }
-            }
+            admit_validation(&grant, by, at)?;
             execute(
                 &tx,
                 "UPDATE grants SET validated_by = $1, validated_at = $2 WHERE id = $3",

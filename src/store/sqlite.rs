@@ -19,7 +19,7 @@ use rusqlite::{Connection, params};
 
 use writer::Writer;
 
-use super::{Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError};
+use super::{Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError, admit_validation};
 use crate::audit::entry::{Event, Pseudonymiser, text_hash};
 use crate::audit::merkle::Hash;
 use crate::clock::Timestamp;
@@ -308,43 +308,7 @@ impl Store for SqliteStore {
         self.writer
             .write(move |conn| {
                 let mut grant = rows::grant(conn, id)?.ok_or(StoreError::NotFound)?;
-                if grant.state != GrantState::Active {
-                    return Err(StoreError::Conflict(format!(
-                        "grant {id} is {}, not active",
-                        grant.state.as_str()
-                    )));
-                }
-                let Some(due) = grant.validation_due else {
-                    return Err(StoreError::Conflict(format!(
-                        "grant {id} needs no validation"
-                    )));
-                };
-                if let Some(earlier) = &grant.validated_by {
-                    return Err(StoreError::Conflict(format!(
-                        "grant {id} is already validated by {earlier}"
-                    )));
-                }
-                if grant.approvers.contains(&by) {
-                    return Err(StoreError::Conflict(format!(
-                        "{by} approved grant {id}, so a different approver must validate it"
-                    )));
-                }
-                // Past the deadline the scheduler ends the grant (`Grant::due_cause`);
-                // a validation racing it must not revive it.
-                match grant.due_cause(at) {
-                    None => {}
-                    Some(Cause::ValidationMissed) => {
-                        return Err(StoreError::Conflict(format!(
-                            "grant {id} had to be validated by {due}"
-                        )));
-                    }
-                    Some(_) => {
-                        return Err(StoreError::Conflict(format!(
-                            "grant {id} expired at {}",
-                            grant.expires_at
-                        )));
-                    }
-                }
+                admit_validation(&grant, &by, at)?;
                 conn.execute(
                     "UPDATE grants SET validated_by = ?1, validated_at = ?2 WHERE id = ?3",
                     params![by.as_str(), at.unix_ms(), id.to_string()],
