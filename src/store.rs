@@ -29,6 +29,7 @@ use crate::notify::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
 use crate::request::{Approval, Request, RequestId, RequestState};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
+mod columns;
 pub mod postgres;
 pub mod sqlite;
 

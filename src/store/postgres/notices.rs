@@ -12,6 +12,7 @@ use crate::grant::Grant;
 use crate::notify::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
 use crate::request::Scope;
 use crate::store::StoreError;
+use crate::store::columns::Columns as _;
 
 /// `last_error` is kept to this many bytes (as in the SQLite store).
 const MAX_ERROR_LEN: usize = 512;

@@ -1,12 +1,7 @@
 //! Between rows and the gateway's types, and the statements on requests and
-//! grants. Reading is parsing, as in the SQLite store: a value that does not
-//! parse is a [`StoreError::Backend`] naming `table.column`.
-
-use std::fmt::Display;
-use std::str::FromStr;
+//! grants. Rows are read through [`Columns`], as in the SQLite store.
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde::de::IntoDeserializer;
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
@@ -17,15 +12,7 @@ use crate::grant::{Ending, Grant, GrantId, Quotas};
 use crate::policy::{Finding, Verdict};
 use crate::request::{Approval, Request, RequestId};
 use crate::store::StoreError;
-
-/// A column whose value does not parse as the type it holds.
-#[derive(Debug, thiserror::Error)]
-#[error("{table}.{column} does not hold a valid value: {problem}")]
-pub(super) struct BadColumn {
-    table: &'static str,
-    column: &'static str,
-    problem: String,
-}
+use crate::store::columns::Columns;
 
 /// One row of `table`, read column by column with errors that name the column.
 pub(super) struct Cols<'r> {
@@ -34,67 +21,23 @@ pub(super) struct Cols<'r> {
 }
 
 impl Cols<'_> {
-    pub(super) fn bad(&self, column: &'static str, problem: impl Display) -> StoreError {
-        StoreError::Backend(Box::new(BadColumn {
-            table: self.table,
-            column,
-            problem: problem.to_string(),
-        }))
-    }
-
+    /// A column of any type the driver reads.
     pub(super) fn get<'a, T: FromSql<'a>>(&'a self, column: &'static str) -> Result<T, StoreError> {
         self.row.try_get(column).map_err(|e| self.bad(column, e))
     }
+}
 
-    pub(super) fn count(&self, column: &'static str) -> Result<u64, StoreError> {
-        let n: i64 = self.get(column)?;
-        u64::try_from(n).map_err(|_| self.bad(column, format!("{n} is negative")))
+impl Columns for Cols<'_> {
+    fn table(&self) -> &'static str {
+        self.table
     }
 
-    pub(super) fn opt_count(&self, column: &'static str) -> Result<Option<u64>, StoreError> {
-        self.get::<Option<i64>>(column)?
-            .map(|n| u64::try_from(n).map_err(|_| self.bad(column, format!("{n} is negative"))))
-            .transpose()
-    }
-
-    pub(super) fn text(&self, column: &'static str) -> Result<String, StoreError> {
+    fn opt_int64(&self, column: &'static str) -> Result<Option<i64>, StoreError> {
         self.get(column)
     }
 
-    pub(super) fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
         self.get(column)
-    }
-
-    pub(super) fn parse<T>(&self, column: &'static str) -> Result<T, StoreError>
-    where
-        T: FromStr,
-        T::Err: Display,
-    {
-        self.text(column)?.parse().map_err(|e| self.bad(column, e))
-    }
-
-    pub(super) fn opt_parse<T>(&self, column: &'static str) -> Result<Option<T>, StoreError>
-    where
-        T: FromStr,
-        T::Err: Display,
-    {
-        self.opt_text(column)?
-            .map(|text| text.parse().map_err(|e| self.bad(column, e)))
-            .transpose()
-    }
-
-    pub(super) fn time(&self, column: &'static str) -> Result<Timestamp, StoreError> {
-        self.get(column).map(Timestamp::from_unix_ms)
-    }
-
-    pub(super) fn opt_time(&self, column: &'static str) -> Result<Option<Timestamp>, StoreError> {
-        Ok(self
-            .get::<Option<i64>>(column)?
-            .map(Timestamp::from_unix_ms))
-    }
-
-    pub(super) fn json<T: DeserializeOwned>(&self, column: &'static str) -> Result<T, StoreError> {
-        serde_json::from_str(&self.text(column)?).map_err(|e| self.bad(column, e))
     }
 }
 

@@ -8,6 +8,7 @@ use tokio_postgres::Row;
 use super::rows::{self, Cols, json_text, sql_count};
 use super::{Tx, audit, execute, query, query_opt, unique_to_conflict};
 use crate::audit::entry::{Event, Pseudonymiser};
+use crate::store::columns::Columns as _;
 use crate::store::{SignReceipt, StoreError, admit_transfer};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 

@@ -15,6 +15,7 @@ use crate::grant::Grant;
 use crate::notify::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
 use crate::request::Scope;
 use crate::store::StoreError;
+use crate::store::columns::Columns as _;
 
 /// `last_error` is kept to this many bytes: enough to say what went wrong,
 /// never a receiver's whole error page.

@@ -1,16 +1,8 @@
-//! Between rows and the gateway's types.
-//!
-//! Reading is parsing: every text column goes through the type's `FromStr`
-//! (or serde, for JSON values), and a value that does not parse is a
-//! [`StoreError::Backend`] naming `table.column`, never a panic. Such a row
-//! means the file was edited by hand or by a newer, incompatible writer.
-
-use std::fmt::Display;
-use std::str::FromStr;
+//! Between rows and the gateway's types, and the statements on requests and
+//! grants. Rows are read through [`Columns`], as in the PostgreSQL store.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde::de::IntoDeserializer;
 
 use crate::clock::Timestamp;
@@ -18,15 +10,7 @@ use crate::grant::{Ending, Grant, GrantId, Quotas};
 use crate::policy::{Finding, Verdict};
 use crate::request::{Approval, Request, RequestId};
 use crate::store::StoreError;
-
-/// A column whose value does not parse as the type it holds.
-#[derive(Debug, thiserror::Error)]
-#[error("{table}.{column} does not hold a valid value: {problem}")]
-pub(super) struct BadColumn {
-    table: &'static str,
-    column: &'static str,
-    problem: String,
-}
+use crate::store::columns::Columns;
 
 /// One row of `table`, read column by column with errors that name the column.
 pub(super) struct Cols<'r, 's> {
@@ -35,71 +19,26 @@ pub(super) struct Cols<'r, 's> {
 }
 
 impl Cols<'_, '_> {
-    pub(super) fn bad(&self, column: &'static str, problem: impl Display) -> StoreError {
-        StoreError::Backend(Box::new(BadColumn {
-            table: self.table,
-            column,
-            problem: problem.to_string(),
-        }))
-    }
-
+    /// A column of any type the driver reads.
     pub(super) fn int<T: rusqlite::types::FromSql>(
         &self,
         column: &'static str,
     ) -> Result<T, StoreError> {
         self.row.get(column).map_err(|e| self.bad(column, e))
     }
+}
 
-    /// A count or quota: stored as SQLite's signed 64-bit integer.
-    pub(super) fn count(&self, column: &'static str) -> Result<u64, StoreError> {
-        let n: i64 = self.int(column)?;
-        u64::try_from(n).map_err(|_| self.bad(column, format!("{n} is negative")))
+impl Columns for Cols<'_, '_> {
+    fn table(&self) -> &'static str {
+        self.table
     }
 
-    pub(super) fn opt_count(&self, column: &'static str) -> Result<Option<u64>, StoreError> {
-        self.int::<Option<i64>>(column)?
-            .map(|n| u64::try_from(n).map_err(|_| self.bad(column, format!("{n} is negative"))))
-            .transpose()
+    fn opt_int64(&self, column: &'static str) -> Result<Option<i64>, StoreError> {
+        self.int(column)
     }
 
-    pub(super) fn text(&self, column: &'static str) -> Result<String, StoreError> {
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
         self.row.get(column).map_err(|e| self.bad(column, e))
-    }
-
-    pub(super) fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
-        self.row.get(column).map_err(|e| self.bad(column, e))
-    }
-
-    pub(super) fn parse<T>(&self, column: &'static str) -> Result<T, StoreError>
-    where
-        T: FromStr,
-        T::Err: Display,
-    {
-        self.text(column)?.parse().map_err(|e| self.bad(column, e))
-    }
-
-    pub(super) fn opt_parse<T>(&self, column: &'static str) -> Result<Option<T>, StoreError>
-    where
-        T: FromStr,
-        T::Err: Display,
-    {
-        self.opt_text(column)?
-            .map(|text| text.parse().map_err(|e| self.bad(column, e)))
-            .transpose()
-    }
-
-    pub(super) fn time(&self, column: &'static str) -> Result<Timestamp, StoreError> {
-        self.int(column).map(Timestamp::from_unix_ms)
-    }
-
-    pub(super) fn opt_time(&self, column: &'static str) -> Result<Option<Timestamp>, StoreError> {
-        Ok(self
-            .int::<Option<i64>>(column)?
-            .map(Timestamp::from_unix_ms))
-    }
-
-    pub(super) fn json<T: DeserializeOwned>(&self, column: &'static str) -> Result<T, StoreError> {
-        serde_json::from_str(&self.text(column)?).map_err(|e| self.bad(column, e))
     }
 }
 

@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::audit;
 use super::rows::{self, Cols, json_text, sql_count, unique_to_conflict};
 use crate::audit::entry::{Event, Pseudonymiser};
+use crate::store::columns::Columns as _;
 use crate::store::{SignReceipt, StoreError, admit_transfer};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
