@@ -10,9 +10,8 @@ use crate::audit::entry::Event;
 use crate::clock::Timestamp;
 use crate::grant::Grant;
 use crate::notify::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
-use crate::request::Scope;
 use crate::store::StoreError;
-use crate::store::columns::Columns as _;
+use crate::store::columns::{self, Columns as _};
 
 /// `last_error` is kept to this many bytes (as in the SQLite store).
 const MAX_ERROR_LEN: usize = 512;
@@ -31,42 +30,7 @@ fn notice_row(row: &Row) -> Result<NoticeView, StoreError> {
         row,
         table: "grants",
     };
-    let scope: Scope = g.json("scope_json")?;
-    let attempts = n.count("attempts")?;
-    let attempts = u32::try_from(attempts).map_err(|_| n.bad("attempts", "too large"))?;
-    let state: NoticeState = n.parse("state")?;
-    let status = n
-        .get::<Option<i32>>("status")?
-        .map(|s| u16::try_from(s).map_err(|_| n.bad("status", format!("{s} is not a status"))))
-        .transpose()?;
-    Ok(NoticeView {
-        notice: Notice {
-            id: n.parse("id")?,
-            grant_id: n.parse("grant_id")?,
-            request_id: n.parse("request_id")?,
-            requester: g.parse("grantee")?,
-            requester_jurisdiction: g.parse("grantee_jurisdiction")?,
-            holder: g.parse("holder")?,
-            legal_basis: scope.legal_basis,
-            categories: scope.categories,
-            targets: scope.targets,
-            period: scope.period,
-            issued_at: g.time("issued_at")?,
-            expires_at: g.time("expires_at")?,
-            due_at: n.time("due_at")?,
-            attempts,
-        },
-        state,
-        attempts,
-        next_attempt_at: match state {
-            NoticeState::Pending => Some(n.time("next_attempt_at")?),
-            NoticeState::Delivered => None,
-        },
-        last_attempt_at: n.opt_time("last_attempt_at")?,
-        last_error: n.opt_text("last_error")?,
-        delivered_at: n.opt_time("delivered_at")?,
-        status,
-    })
+    columns::notice(&n, &g, n.get::<Option<i32>>("status")?.map(i64::from))
 }
 
 /// Puts `grant`'s notice in the outbox, pending, due at `due_at`.

@@ -8,11 +8,12 @@ use tokio_postgres::types::FromSql;
 
 use super::{Tx, execute, query, query_opt, unique_to_conflict};
 use crate::clock::Timestamp;
-use crate::grant::{Ending, Grant, GrantId, Quotas};
+use crate::grant::{Grant, GrantId};
 use crate::policy::{Finding, Verdict};
 use crate::request::{Approval, Request, RequestId};
 use crate::store::StoreError;
-use crate::store::columns::Columns;
+pub(super) use crate::store::columns::json_text;
+use crate::store::columns::{self, Columns, GRANT_COLUMNS, REQUEST_COLUMNS};
 
 /// One row of `table`, read column by column with errors that name the column.
 pub(super) struct Cols<'r> {
@@ -52,38 +53,13 @@ pub(super) fn sql_count(n: u64, what: &str) -> Result<i64, StoreError> {
     })
 }
 
-pub(super) fn json_text<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Backend(Box::new(e)))
-}
-
 // ---------------------------------------------------------------------------
 // requests
 
-const REQUEST_COLUMNS: &str = "id, requester, requester_jurisdiction, holder, thumbprint, scope_json, \
-     state, policy_hash, filed_at, deadline, decided_at, decided_by, reason, grant_id";
-
 fn request_row(row: &Row) -> Result<Request, StoreError> {
-    let c = Cols {
+    columns::request(&Cols {
         row,
         table: "requests",
-    };
-    Ok(Request {
-        id: c.parse("id")?,
-        requester: c.parse("requester")?,
-        requester_jurisdiction: c.parse("requester_jurisdiction")?,
-        holder: c.parse("holder")?,
-        thumbprint: c.text("thumbprint")?,
-        scope: c.json("scope_json")?,
-        state: c.parse("state")?,
-        findings: Vec::new(),
-        policy_hash: c.text("policy_hash")?,
-        filed_at: c.time("filed_at")?,
-        deadline: c.time("deadline")?,
-        approvals: Vec::new(),
-        decided_at: c.opt_time("decided_at")?,
-        decided_by: c.opt_parse("decided_by")?,
-        reason: c.opt_text("reason")?,
-        grant_id: c.opt_parse("grant_id")?,
     })
 }
 
@@ -259,48 +235,10 @@ pub(super) async fn lock_request_state(
 // ---------------------------------------------------------------------------
 // grants
 
-pub(super) const GRANT_COLUMNS: &str = "id, request_id, grantee, grantee_jurisdiction, holder, thumbprint, scope_json, \
-     max_bytes, max_transfers, used_bytes, used_transfers, approvers_json, issued_at, expires_at, \
-     validation_due, validated_by, state, ended_cause, ended_at, ended_by, ended_reason, token";
-
 pub(super) fn grant_row(row: &Row) -> Result<Grant, StoreError> {
-    let c = Cols {
+    columns::grant(&Cols {
         row,
         table: "grants",
-    };
-    let ending = match c.opt_parse("ended_cause")? {
-        None => None,
-        Some(cause) => Some(Ending {
-            cause,
-            at: c
-                .opt_time("ended_at")?
-                .ok_or_else(|| c.bad("ended_at", "missing for an ended grant"))?,
-            by: c.opt_parse("ended_by")?,
-            reason: c.opt_text("ended_reason")?,
-        }),
-    };
-    Ok(Grant {
-        id: c.parse("id")?,
-        request_id: c.parse("request_id")?,
-        grantee: c.parse("grantee")?,
-        grantee_jurisdiction: c.parse("grantee_jurisdiction")?,
-        holder: c.parse("holder")?,
-        thumbprint: c.text("thumbprint")?,
-        scope: c.json("scope_json")?,
-        quotas: Quotas {
-            max_bytes: c.opt_count("max_bytes")?,
-            max_transfers: c.opt_count("max_transfers")?,
-        },
-        used_bytes: c.count("used_bytes")?,
-        used_transfers: c.count("used_transfers")?,
-        approvers: c.json("approvers_json")?,
-        issued_at: c.time("issued_at")?,
-        expires_at: c.time("expires_at")?,
-        validation_due: c.opt_time("validation_due")?,
-        validated_by: c.opt_parse("validated_by")?,
-        state: c.parse("state")?,
-        ending,
-        token: c.text("token")?,
     })
 }
 

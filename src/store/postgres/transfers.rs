@@ -8,25 +8,14 @@ use tokio_postgres::Row;
 use super::rows::{self, Cols, json_text, sql_count};
 use super::{Tx, audit, execute, query, query_opt, unique_to_conflict};
 use crate::audit::entry::{Event, Pseudonymiser};
-use crate::store::columns::Columns as _;
+use crate::store::columns::{self, Columns as _, OPEN_COLUMNS};
 use crate::store::{SignReceipt, StoreError, admit_transfer};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
-const OPEN_COLUMNS: &str = "id, grant_id, grantee, route, category, target, started_at";
-
 fn open_row(row: &Row) -> Result<TransferOpen, StoreError> {
-    let c = Cols {
+    columns::transfer_open(&Cols {
         row,
         table: "transfers",
-    };
-    Ok(TransferOpen {
-        id: c.parse("id")?,
-        grant_id: c.parse("grant_id")?,
-        grantee: c.text("grantee")?,
-        route: c.text("route")?,
-        category: c.text("category")?,
-        target: c.text("target")?,
-        started_at: c.time("started_at")?,
     })
 }
 
