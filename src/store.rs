@@ -52,6 +52,55 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Whether `receipt` says one thing: complete exactly when no cause of
+/// incompleteness is given. Checked before anything is read.
+pub(crate) fn check_receipt(receipt: &Receipt) -> Result<(), StoreError> {
+    if receipt.is_consistent() {
+        return Ok(());
+    }
+    Err(StoreError::Conflict(format!(
+        "the receipt of transfer {} is inconsistent: complete = {}, incomplete = {:?}",
+        receipt.transfer_id, receipt.complete, receipt.incomplete
+    )))
+}
+
+/// Whether `receipt` may close the transfer stored in `state` as `opened`,
+/// read under its lock: still open (a receipt is written once) and the same
+/// transfer as opened. Both stores call it, so they refuse alike.
+pub(crate) fn admit_close(
+    receipt: &Receipt,
+    state: &str,
+    opened: &TransferOpen,
+) -> Result<(), StoreError> {
+    let id = receipt.transfer_id;
+    if state != "open" {
+        return Err(StoreError::Conflict(format!(
+            "transfer {id} is {state}: its receipt is written once"
+        )));
+    }
+    if !receipt.closes(opened) {
+        return Err(StoreError::Conflict(format!(
+            "the receipt of transfer {id} does not match how it was opened"
+        )));
+    }
+    Ok(())
+}
+
+/// A notice delivery's error as both stores keep it: at most 512 bytes, cut
+/// at a character boundary — enough to say what went wrong, never a
+/// receiver's whole error page.
+pub(crate) fn stored_error(error: &str) -> &str {
+    const MAX: usize = 512;
+    if error.len() <= MAX {
+        return error;
+    }
+    let mut end = MAX;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    &error[..end]
+}
+
 /// Whether `by` may validate `grant` at `at`, read under the grant's lock:
 /// active, awaiting validation and not past its deadline or sunset, and
 /// `by` not among its approvers. Both stores call it, so they refuse alike.

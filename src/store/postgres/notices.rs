@@ -10,11 +10,8 @@ use crate::audit::entry::Event;
 use crate::clock::Timestamp;
 use crate::grant::Grant;
 use crate::notify::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
-use crate::store::StoreError;
 use crate::store::columns::{self, Columns as _};
-
-/// `last_error` is kept to this many bytes (as in the SQLite store).
-const MAX_ERROR_LEN: usize = 512;
+use crate::store::{StoreError, stored_error};
 
 const SELECT: &str = "SELECT n.id, n.grant_id, n.request_id, n.due_at, n.state, n.attempts, \
      n.next_attempt_at, n.last_attempt_at, n.last_error, n.delivered_at, n.status, \
@@ -156,7 +153,7 @@ pub(super) async fn failed(
          next_attempt_at = greatest($3, due_at) WHERE id = $4 AND state = 'pending'",
         &[
             &at.unix_ms(),
-            &truncate(error, MAX_ERROR_LEN),
+            &stored_error(error),
             &next_attempt_at.unix_ms(),
             &id.to_string(),
         ],
@@ -214,16 +211,4 @@ pub(super) async fn counts(tx: &Tx<'_>) -> Result<NoticeCounts, StoreError> {
         }
     }
     Ok(counts)
-}
-
-/// At most `max` bytes of `text`, cut at a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

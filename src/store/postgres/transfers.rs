@@ -9,7 +9,7 @@ use super::rows::{self, Cols, json_text, sql_count};
 use super::{Tx, audit, execute, query, query_opt, unique_to_conflict};
 use crate::audit::entry::{Event, Pseudonymiser};
 use crate::store::columns::{self, Columns as _, OPEN_COLUMNS};
-use crate::store::{SignReceipt, StoreError, admit_transfer};
+use crate::store::{SignReceipt, StoreError, admit_close, admit_transfer, check_receipt};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
 fn open_row(row: &Row) -> Result<TransferOpen, StoreError> {
@@ -69,12 +69,7 @@ pub(super) async fn close(
     sign: SignReceipt,
 ) -> Result<(Receipt, String), StoreError> {
     let id = receipt.transfer_id;
-    if !receipt.is_consistent() {
-        return Err(StoreError::Conflict(format!(
-            "the receipt of transfer {id} is inconsistent: complete = {}, incomplete = {:?}",
-            receipt.complete, receipt.incomplete
-        )));
-    }
+    check_receipt(&receipt)?;
     let row = query_opt(
         tx,
         &format!("SELECT {OPEN_COLUMNS}, state FROM transfers WHERE id = $1 FOR UPDATE"),
@@ -88,16 +83,7 @@ pub(super) async fn close(
     }
     .text("state")?;
     let opened = open_row(&row)?;
-    if state != "open" {
-        return Err(StoreError::Conflict(format!(
-            "transfer {id} is {state}: its receipt is written once"
-        )));
-    }
-    if !receipt.closes(&opened) {
-        return Err(StoreError::Conflict(format!(
-            "the receipt of transfer {id} does not match how it was opened"
-        )));
-    }
+    admit_close(&receipt, &state, &opened)?;
     let grant_id = opened.grant_id.to_string();
     let added = sql_count(receipt.plaintext_bytes, "plaintext_bytes")?;
     // Added in place: other replicas' closes under the same grant are not lost.

@@ -13,12 +13,8 @@ use crate::audit::entry::Event;
 use crate::clock::Timestamp;
 use crate::grant::Grant;
 use crate::notify::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
-use crate::store::StoreError;
 use crate::store::columns;
-
-/// `last_error` is kept to this many bytes: enough to say what went wrong,
-/// never a receiver's whole error page.
-const MAX_ERROR_LEN: usize = 512;
+use crate::store::{StoreError, stored_error};
 
 const SELECT: &str = "SELECT n.id, n.grant_id, n.request_id, n.due_at, n.state, n.attempts, \
      n.next_attempt_at, n.last_attempt_at, n.last_error, n.delivered_at, n.status, \
@@ -170,7 +166,7 @@ pub(super) fn failed(
          next_attempt_at = max(?3, due_at) WHERE id = ?4 AND state = 'pending'",
         params![
             at.unix_ms(),
-            truncate(error, MAX_ERROR_LEN),
+            stored_error(error),
             next_attempt_at.unix_ms(),
             id.to_string()
         ],
@@ -219,16 +215,4 @@ pub(super) fn counts(conn: &Connection) -> Result<NoticeCounts, StoreError> {
         }
     }
     Ok(counts)
-}
-
-/// At most `max` bytes of `text`, cut at a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

@@ -8,7 +8,7 @@ use super::audit;
 use super::rows::{self, Cols, json_text, sql_count, unique_to_conflict};
 use crate::audit::entry::{Event, Pseudonymiser};
 use crate::store::columns::{self, Columns as _, OPEN_COLUMNS};
-use crate::store::{SignReceipt, StoreError, admit_transfer};
+use crate::store::{SignReceipt, StoreError, admit_close, admit_transfer, check_receipt};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
 fn open_row(row: &Row<'_>) -> Result<TransferOpen, StoreError> {
@@ -56,12 +56,7 @@ pub(super) fn close(
     sign: SignReceipt,
 ) -> Result<(Receipt, String), StoreError> {
     let id = receipt.transfer_id;
-    if !receipt.is_consistent() {
-        return Err(StoreError::Conflict(format!(
-            "the receipt of transfer {id} is inconsistent: complete = {}, incomplete = {:?}",
-            receipt.complete, receipt.incomplete
-        )));
-    }
+    check_receipt(&receipt)?;
     let (state, opened) = {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {OPEN_COLUMNS}, state FROM transfers WHERE id = ?1"
@@ -77,16 +72,7 @@ pub(super) fn close(
         .text("state")?;
         (state, open_row(row)?)
     };
-    if state != "open" {
-        return Err(StoreError::Conflict(format!(
-            "transfer {id} is {state}: its receipt is written once"
-        )));
-    }
-    if !receipt.closes(&opened) {
-        return Err(StoreError::Conflict(format!(
-            "the receipt of transfer {id} does not match how it was opened"
-        )));
-    }
+    admit_close(&receipt, &state, &opened)?;
     let grant_id = opened.grant_id.to_string();
     let used_bytes: i64 = conn
         .prepare_cached("SELECT used_bytes FROM grants WHERE id = ?1")?
