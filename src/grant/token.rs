@@ -44,6 +44,17 @@ mod tests;
 
 pub use keys::{Jwk, Jwks, TokenKeyError, TokenKeys};
 
+/// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1).
+/// The scheme is matched without regard to case, as RFC 9110 §11.1 says
+/// schemes are; the border's checks and the local listener's relay both
+/// read the token here, so neither can take a header the other ignores.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The JOSE `typ` of an RFC 9068 access token.
 const TYP: &str = "at+jwt";
 /// The JOSE `typ` of a transfer receipt.

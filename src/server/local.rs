@@ -124,12 +124,7 @@ async fn relay_request(
         .get(&jurisdiction)
         .ok_or(Problem::RouteNotFound)?
         .clone();
-    let token = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
+    let token = crate::grant::token::bearer(request.headers()).map(str::to_owned);
 
     let (mut parts, body) = request.into_parts();
     let path_and_query = match parts.uri.query() {

@@ -516,6 +516,18 @@ async fn app_request(
     body: Option<&Value>,
     token: Option<&str>,
 ) -> (StatusCode, http::HeaderMap, bytes::Bytes) {
+    let authorization = token.map(|token| format!("Bearer {token}"));
+    app_request_authorized(addr, method, path, body, authorization.as_deref()).await
+}
+
+/// As [`app_request`], with the `Authorization` header's value as given.
+async fn app_request_authorized(
+    addr: std::net::SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    authorization: Option<&str>,
+) -> (StatusCode, http::HeaderMap, bytes::Bytes) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -526,8 +538,8 @@ async fn app_request(
         .method(method)
         .uri(path)
         .header("host", "localhost");
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
     }
     let body = body.map(Value::to_string).unwrap_or_default();
     let response = send
@@ -544,6 +556,25 @@ async fn app_request(
         parts.headers,
         body.collect().await.unwrap().to_bytes(),
     )
+}
+
+/// The relay's verdict on `transfer`, once it has one (`Null` after 2 s).
+async fn relayed_verdict(local: std::net::SocketAddr, transfer: &str) -> Value {
+    for _ in 0..100 {
+        let (status, _, body) = app_request(
+            local,
+            Method::GET,
+            &format!("/v1/relayed/{transfer}"),
+            None,
+            None,
+        )
+        .await;
+        if status == StatusCode::OK {
+            return serde_json::from_slice(&body).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Value::Null
 }
 
 /// FI's app files, is granted and pulls through FI's own gateway (the
@@ -671,28 +702,29 @@ server_name = "localhost"
 
     // The relay checked EE's receipt against the ciphertext it passed on.
     let transfer = headers["x-xborder-transfer"].to_str().unwrap().to_owned();
-    let mut verdict = Value::Null;
-    for _ in 0..100 {
-        let (status, _, body) = app_request(
-            local,
-            Method::GET,
-            &format!("/v1/relayed/{transfer}"),
-            None,
-            None,
-        )
-        .await;
-        if status == StatusCode::OK {
-            verdict = serde_json::from_slice(&body).unwrap();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let verdict = relayed_verdict(local, &transfer).await;
     assert_eq!(verdict["verified"], true, "{verdict}");
     assert_eq!(verdict["relayed_bytes"], sealed.len());
     assert_eq!(
         verdict["relayed_sha256"],
         hex::encode(Sha256::digest(&sealed))
     );
+
+    // HTTP auth schemes are case-insensitive: EE's border takes `bearer`, so
+    // the relay must recognise it too and check that transfer's receipt.
+    let (status, headers, sealed) = app_request_authorized(
+        local,
+        Method::GET,
+        "/EE/v1/data/subscriber/+3725550123",
+        None,
+        Some(&format!("bearer {token}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let transfer = headers["x-xborder-transfer"].to_str().unwrap().to_owned();
+    let verdict = relayed_verdict(local, &transfer).await;
+    assert_eq!(verdict["verified"], true, "{verdict}");
+    assert_eq!(verdict["relayed_bytes"], sealed.len());
 
     // An unknown jurisdiction is not relayed anywhere.
     let (status, _, _) = app_request(local, Method::GET, "/LV/v1/keys", None, None).await;
