@@ -175,6 +175,12 @@ pub struct Route {
     /// `false`: pass it through as the data service sent it, for payloads
     /// it already encrypts end to end to the requester.
     pub seal: bool,
+    /// Query parameters the data service takes besides `from` and `to`
+    /// (which every route takes: the period the gateway checks). Each is
+    /// passed on at most once, decoded and re-encoded; any other parameter
+    /// is refused, so the upstream never acts on something the gateway did
+    /// not read.
+    pub parameters: Vec<String>,
 }
 
 impl Route {
@@ -813,12 +819,38 @@ impl Validator<'_> {
                 }
             };
             let category = self.parse::<Category>(&key("category"), &route.category);
+            let mut parameters: Vec<String> = Vec::new();
+            for name in route.parameters {
+                let valid = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !valid {
+                    self.errors.push(
+                        key("parameters"),
+                        format!(
+                            "`{name}` is not a parameter name (letters, digits, `-`, `_`, `.`)"
+                        ),
+                    );
+                } else if name == "from" || name == "to" {
+                    self.errors.push(
+                        key("parameters"),
+                        format!("`{name}` is the period every route takes; do not list it"),
+                    );
+                } else if parameters.contains(&name) {
+                    self.errors
+                        .push(key("parameters"), format!("`{name}` is listed twice"));
+                } else {
+                    parameters.push(name);
+                }
+            }
             if let (Some(upstream), Some(category)) = (upstream, category) {
                 routes.push(Route {
                     prefix,
                     upstream,
                     category,
                     seal: route.seal.unwrap_or(true),
+                    parameters,
                 });
             }
         }

@@ -29,10 +29,13 @@ pub enum Fault {
 pub enum Problem {
     #[error("no route serves this path")]
     RouteNotFound,
-    #[error("the path is not in canonical form (dot segments or encoded separators)")]
+    #[error(
+        "the path is not in canonical form (dot segments, empty segments, encoded separators or control characters)"
+    )]
     BadPath,
-    #[error("this method is not allowed here")]
-    MethodNotAllowed,
+    /// With the methods the resource takes, for the `Allow` header.
+    #[error("this method is not allowed here; allowed: {0}")]
+    MethodNotAllowed(&'static str),
     #[error("this identity is not an administrator of this gateway")]
     NotAdmin,
     #[error("this action needs the {0} role")]
@@ -76,6 +79,14 @@ pub enum Problem {
     ScopePeriod,
     #[error("the path must name a target after the route's prefix")]
     TargetRequired,
+    /// A transfer's query names a parameter its route does not take. The
+    /// name is the peer's and stays out of the answer.
+    #[error(
+        "the query has a parameter this route does not take (every route takes `from` and `to`)"
+    )]
+    QueryParameterUnknown,
+    #[error("the query parameter `{0}` is given more than once")]
+    QueryParameterRepeated(String),
     #[error("too many requests; retry after {0} s")]
     RateLimited(u64),
     #[error("the transfer is still open; its receipt comes when it ends")]
@@ -105,7 +116,7 @@ impl Problem {
         match self {
             Self::RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", Downstream),
             Self::BadPath => (StatusCode::BAD_REQUEST, "bad_path", Downstream),
-            Self::MethodNotAllowed => (
+            Self::MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 Downstream,
@@ -150,6 +161,16 @@ impl Problem {
             Self::ScopeTarget => (StatusCode::FORBIDDEN, "scope_target", Downstream),
             Self::ScopePeriod => (StatusCode::FORBIDDEN, "scope_period", Downstream),
             Self::TargetRequired => (StatusCode::BAD_REQUEST, "target_required", Downstream),
+            Self::QueryParameterUnknown => (
+                StatusCode::BAD_REQUEST,
+                "query_parameter_unknown",
+                Downstream,
+            ),
+            Self::QueryParameterRepeated(_) => (
+                StatusCode::BAD_REQUEST,
+                "query_parameter_repeated",
+                Downstream,
+            ),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Downstream),
             Self::TransferOpen => (StatusCode::CONFLICT, "transfer_open", Downstream),
             Self::TransferNotFound => (StatusCode::NOT_FOUND, "transfer_not_found", Downstream),
@@ -221,6 +242,11 @@ impl Problem {
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if let Self::MethodNotAllowed(allow) = self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         if status == StatusCode::UNAUTHORIZED {
             response

@@ -233,12 +233,14 @@ category = "subscriber"
 prefix = "/v1/data/content"
 upstream = "http://{upstream}/content"
 category = "content"
+parameters = ["bytes", "drip_ms"]
 
 [[routes]]
 prefix = "/v1/data/raw"
 upstream = "http://{upstream}/raw"
 category = "traffic"
 seal = false
+parameters = ["bytes", "drip_ms"]
 "#
     )
 }

@@ -128,4 +128,6 @@ pub struct Route {
     pub upstream: String,
     pub category: String,
     pub seal: Option<bool>,
+    #[serde(default)]
+    pub parameters: Vec<String>,
 }

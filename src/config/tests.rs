@@ -129,6 +129,23 @@ fn routes_are_checked() {
 }
 
 #[test]
+fn a_routes_query_parameters_are_names_and_never_the_period() {
+    let route = |parameters: &str| {
+        format!(
+            "{GOOD}\n[[routes]]\nprefix = \"/v1/data/traffic\"\nupstream = \"http://127.0.0.1:1\"\n\
+             category = \"traffic\"\nparameters = {parameters}\n"
+        )
+    };
+    let config = load(&route(r#"["fields", "page_size"]"#)).unwrap();
+    let traffic = config.routes.last().unwrap();
+    assert_eq!(traffic.parameters, ["fields", "page_size"]);
+    for bad in [r#"["a&b"]"#, r#"["from"]"#, r#"["x", "x"]"#, r#"[""]"#] {
+        let err = load(&route(bad)).unwrap_err();
+        assert_eq!(keys(err), vec!["routes[1].parameters"], "{bad}");
+    }
+}
+
+#[test]
 fn identities_and_trust_are_typed() {
     let text = GOOD
         .replace(

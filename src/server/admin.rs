@@ -87,13 +87,13 @@ async fn dispatch(
     }
     if path == crate::report::ADMIN_PATH {
         if method != Method::GET {
-            return Err(Problem::MethodNotAllowed);
+            return Err(Problem::MethodNotAllowed("GET"));
         }
         return super::audit::transparency_report(shared, query.as_deref()).await;
     }
     if let Some(segments) = api::segments(&path, "/v1/audit") {
         if method != Method::GET {
-            return Err(Problem::MethodNotAllowed);
+            return Err(Problem::MethodNotAllowed("GET"));
         }
         return super::audit::admin(shared, &segments, query.as_deref()).await;
     }

@@ -129,7 +129,8 @@ async fn dispatch(
         return match (request.method(), segments.as_slice()) {
             (&Method::POST, []) => file(shared, peer, request).await,
             (&Method::GET, [id]) => status(shared, peer, id).await,
-            (_, [] | [_]) => Err(Problem::MethodNotAllowed),
+            (_, []) => Err(Problem::MethodNotAllowed("POST")),
+            (_, [_]) => Err(Problem::MethodNotAllowed("GET")),
             _ => Err(Problem::RouteNotFound),
         }
         .map_err(Refusal::from);
@@ -151,7 +152,7 @@ async fn dispatch(
             route: Some(route.prefix.clone()),
             grant_id,
             category: Some(route.category.to_string()),
-            target: check::target(route, &path).ok().map(str::to_owned),
+            target: check::target(route, &path).ok(),
         })
 }
 
@@ -176,6 +177,9 @@ impl From<Problem> for TransferProblem {
     }
 }
 
+/// What a data route takes (the `Allow` header of a refusal).
+const TRANSFER_METHODS: &str = "GET, POST";
+
 /// A transfer on `route`: the checks, the rate limits, the opening in the
 /// store, the upstream call, and the sealed stream.
 async fn transfer(
@@ -186,6 +190,12 @@ async fn transfer(
     path: &str,
     grant_id: &mut Option<GrantId>,
 ) -> Result<Response<Body>, TransferProblem> {
+    // A transfer reads (GET) or asks with a body (POST). Anything else would
+    // be relayed, sealed, counted and receipted as a transfer although no
+    // grant covers writing to or probing the data service.
+    if !matches!(*request.method(), Method::GET | Method::POST) {
+        return Err(Problem::MethodNotAllowed(TRANSFER_METHODS).into());
+    }
     let query = request.uri().query().map(str::to_owned);
     let review = &shared.review;
     let authorized = check::authorize(
@@ -296,7 +306,7 @@ async fn transfer(
     ];
     let upstream = match shared
         .upstream
-        .forward(route, peer, request, &gateway_headers)
+        .forward(route, &authorized.upstream, peer, request, &gateway_headers)
         .await
     {
         Ok(response) => response,

@@ -121,9 +121,18 @@ async fn connection(stream: TcpStream, remote: SocketAddr, kind: Listener, share
         let peer = peer.clone();
         let in_flight = InFlight::begin(service_activity.clone());
         async move {
+            let head = request.method() == http::Method::HEAD;
             let response = match kind {
                 Listener::Border => border::handle(&shared, &peer, request).await,
                 Listener::Admin => admin::handle(&shared, &peer, request).await,
+            };
+            // No content in an answer to HEAD (RFC 9110 §9.3.2): hyper drops
+            // it over HTTP/1.1, but over HTTP/2 it would send DATA, which a
+            // client must treat as a protocol error.
+            let response = if head {
+                response.map(|_| super::full(bytes::Bytes::new()))
+            } else {
+                response
             };
             // The exchange is in flight until its response body is done.
             Ok::<_, std::convert::Infallible>(response.map(|body| {

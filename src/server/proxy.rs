@@ -72,17 +72,19 @@ impl Upstream {
         Self { client }
     }
 
-    /// Sends `request` to `route`'s upstream and streams back its response.
+    /// Sends `request` to `route`'s upstream at `rest` (the path after the
+    /// route's prefix, and the query, as the checks read them: never the
+    /// peer's own spelling) and streams back its response.
     pub async fn forward(
         &self,
         route: &Route,
+        rest: &str,
         peer: &PeerIdentity,
         request: Request<Incoming>,
         extra: &[(&'static str, String)],
     ) -> Result<Response<Body>, Problem> {
         let (mut parts, body) = request.into_parts();
-        let rest = route.strip(parts.uri.path()).unwrap_or_default();
-        parts.uri = upstream_uri(&route.upstream, rest, parts.uri.query())?;
+        parts.uri = upstream_uri(&route.upstream, rest)?;
         parts.version = http::Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.retain_not_prefixed(GATEWAY_HEADER_PREFIX);
@@ -153,16 +155,12 @@ fn header_value(value: &str) -> Result<HeaderValue, Problem> {
     HeaderValue::from_str(value).map_err(|e| Problem::Internal(Box::new(e)))
 }
 
-/// `base` with `rest` appended to its path and `query` as its query.
-fn upstream_uri(base: &Uri, rest: &str, query: Option<&str>) -> Result<Uri, Problem> {
+/// `base` with `rest` (a path, perhaps with a query) appended to its path.
+fn upstream_uri(base: &Uri, rest: &str) -> Result<Uri, Problem> {
     let base_path = base.path().trim_end_matches('/');
     let mut path_and_query = format!("{base_path}{rest}");
-    if path_and_query.is_empty() {
-        path_and_query.push('/');
-    }
-    if let Some(q) = query {
-        path_and_query.push('?');
-        path_and_query.push_str(q);
+    if path_and_query.is_empty() || path_and_query.starts_with('?') {
+        path_and_query.insert(0, '/');
     }
     let mut parts = base.clone().into_parts();
     parts.path_and_query = Some(
@@ -235,17 +233,18 @@ mod tests {
     fn upstream_paths_join_prefix_rest_and_query() {
         let base: Uri = "http://127.0.0.1:8081/subscriber".parse().unwrap();
         assert_eq!(
-            upstream_uri(&base, "/x", Some("a=1")).unwrap(),
+            upstream_uri(&base, "/x?a=1").unwrap(),
             "http://127.0.0.1:8081/subscriber/x?a=1"
         );
         assert_eq!(
-            upstream_uri(&base, "", None).unwrap(),
+            upstream_uri(&base, "").unwrap(),
             "http://127.0.0.1:8081/subscriber"
         );
         let root: Uri = "http://127.0.0.1:8081".parse().unwrap();
+        assert_eq!(upstream_uri(&root, "").unwrap(), "http://127.0.0.1:8081/");
         assert_eq!(
-            upstream_uri(&root, "", None).unwrap(),
-            "http://127.0.0.1:8081/"
+            upstream_uri(&root, "?a=1").unwrap(),
+            "http://127.0.0.1:8081/?a=1"
         );
     }
 

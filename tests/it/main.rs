@@ -8,6 +8,7 @@ mod audit_cli;
 mod audit_tamper;
 mod binary;
 mod border;
+mod canonical;
 mod cli_admin;
 mod deploy;
 mod durability;

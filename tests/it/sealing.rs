@@ -96,7 +96,7 @@ async fn bodies_in_random_frames_around_chunk_boundaries_open_to_themselves_with
     let upstream = framing_upstream().await;
     let text = world.config_text(upstream)
         + &format!(
-            "\n[[routes]]\nprefix = \"/v1/data/frames\"\nupstream = \"http://{upstream}/frames\"\ncategory = \"content\"\n"
+            "\n[[routes]]\nprefix = \"/v1/data/frames\"\nupstream = \"http://{upstream}/frames\"\ncategory = \"content\"\nparameters = [\"len\", \"frames\"]\n"
         );
     world.write("ee/gateway.toml", &text);
     let config = xborder::config::Config::load(&world.path("ee/gateway.toml")).unwrap();

@@ -142,11 +142,13 @@ crls = ["../fi/ca.crl"]
 prefix = "/v1/data/subscriber"
 upstream = "http://{upstream}/subscriber"
 category = "subscriber"
+parameters = ["fields"]
 
 [[routes]]
 prefix = "/v1/data/content"
 upstream = "http://{upstream}/content"
 category = "content"
+parameters = ["bytes"]
 "#
         )
     }

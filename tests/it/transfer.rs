@@ -747,7 +747,7 @@ async fn a_pass_through_route_moves_the_bytes_as_sent_and_still_receipts_them() 
         .unwrap();
     let text = world.config_text(upstream)
         + &format!(
-            "\n[[routes]]\nprefix = \"/v1/data/content-e2e\"\nupstream = \"http://{upstream}/content\"\ncategory = \"content\"\nseal = false\n"
+            "\n[[routes]]\nprefix = \"/v1/data/content-e2e\"\nupstream = \"http://{upstream}/content\"\ncategory = \"content\"\nseal = false\nparameters = [\"bytes\"]\n"
         );
     world.write("ee/gateway.toml", &text);
     let config = xborder::config::Config::load(&world.path("ee/gateway.toml")).unwrap();
