@@ -3,7 +3,8 @@
 //!
 //! - `seal/64MiB`: a [`Sealer`] over 64 MiB fed in 64 KiB pieces, the way the
 //!   border streams an upstream body: age X25519 header, STREAM encryption,
-//!   SHA-256 of plaintext and ciphertext, every `Bytes` handed out.
+//!   SHA-256 of plaintext and ciphertext (the [`Tally`] of every piece
+//!   handed out), every `Bytes` handed out.
 //! - `primitive/chacha20poly1305_64KiB_chunks`: the AEAD age uses (RustCrypto
 //!   `chacha20poly1305` 0.10), in place over the same bytes in 64 KiB chunks
 //!   with STREAM nonces: no allocation, no copy.
@@ -25,7 +26,7 @@ use chacha20poly1305::aead::AeadInPlace as _;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _};
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use sha2::{Digest as _, Sha256};
-use xborder::transfer::seal::Sealer;
+use xborder::transfer::seal::{Sealer, Tally};
 
 const PAYLOAD: usize = 64 << 20;
 const PIECE: usize = 64 << 10;
@@ -48,14 +49,19 @@ fn main() {
 
     let mut seal = || {
         let mut sealer = Sealer::new(&recipient).expect("x25519 recipients always wrap");
+        // As a transfer does: every piece counted as the connection takes it.
+        let mut tally = Tally::new(true);
         for piece in plaintext.chunks(PIECE) {
             black_box(
-                sealer
-                    .update(piece)
-                    .expect("sealing into memory cannot fail"),
+                tally.take(
+                    sealer
+                        .update(piece)
+                        .expect("sealing into memory cannot fail"),
+                ),
             );
         }
-        black_box(sealer.finish().expect("sealing into memory cannot fail"));
+        black_box(tally.take(sealer.finish().expect("sealing into memory cannot fail")));
+        black_box(tally.digests());
     };
     let aead = ChaCha20Poly1305::new(&[7; 32].into());
     let mut buffer = plaintext.clone();

@@ -17,7 +17,7 @@ use crate::request::{Request as FiledRequest, RequestBody, RequestId};
 use crate::store::StoreError;
 use crate::transfer::check;
 use crate::transfer::receipt::{TransferId, TransferOpen};
-use crate::transfer::stream::{Start, Transfer};
+use crate::transfer::stream::{Start, Transfer, Writes};
 
 pub(super) async fn handle(
     shared: &Shared,
@@ -291,6 +291,7 @@ async fn transfer(
 
     let mut request = request;
     request.headers_mut().remove(http::header::AUTHORIZATION);
+    let writes = request.extensions_mut().remove::<Writes>();
     let gateway_headers = [
         (proxy::GRANT_HEADER, transfer.grant.id.to_string()),
         (
@@ -325,6 +326,7 @@ async fn transfer(
         limiter,
         keys,
         ended,
+        writes,
     });
     Ok(proxy::sealed_response(parts, body, id))
 }

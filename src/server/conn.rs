@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Listener, Shared, admin, border};
 use crate::identity::{self, PeerIdentity};
+use crate::transfer::stream::{WriteState, Writes};
 
 /// Accepts connections until `stop` is cancelled; each runs on `connections`.
 pub(super) async fn accept_loop(
@@ -109,14 +110,18 @@ async fn connection(stream: TcpStream, remote: SocketAddr, kind: Listener, share
     tracing::debug!(listener = kind.name(), peer = %remote, spiffe_id = %peer.spiffe_id, jurisdiction = %peer.jurisdiction, "connection accepted");
 
     let activity = Arc::new(Activity::new());
+    let (write_state, writes) = Writes::channel();
     let io = TokioIo::new(Tracked {
         inner: tls,
         activity: activity.clone(),
+        writes: write_state,
     });
     let peer = Arc::new(peer);
     let service_shared = shared.clone();
     let service_activity = activity.clone();
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        // A transfer cut on this connection waits for its writes to settle.
+        request.extensions_mut().insert(writes.clone());
         let shared = service_shared.clone();
         let peer = peer.clone();
         let in_flight = InFlight::begin(service_activity.clone());
@@ -275,10 +280,12 @@ impl Drop for InFlight {
     }
 }
 
-/// An I/O stream that records when bytes last moved.
+/// An I/O stream that records when bytes last moved, and counts the
+/// flushes that reached the socket.
 struct Tracked<T> {
     inner: T,
     activity: Arc<Activity>,
+    writes: WriteState,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
@@ -302,6 +309,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if !buf.is_empty() {
+            self.writes.wrote();
+        }
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
@@ -314,6 +324,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if bufs.iter().any(|b| !b.is_empty()) {
+            self.writes.wrote();
+        }
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
@@ -326,7 +339,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            self.writes.flushed();
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -1,6 +1,5 @@
 //! Sealing a transfer's payload while it streams: encrypted to the grant's
-//! recipient with age (X25519 recipient, binary format, the C2SP age spec),
-//! with SHA-256 of the plaintext and of the ciphertext taken on the way.
+//! recipient with age (X25519 recipient, binary format, the C2SP age spec).
 //!
 //! Memory is bounded by one 64 KiB age chunk plus the ciphertext of what the
 //! caller hands to one [`Sealer::update`]; nothing touches the disk.
@@ -11,6 +10,13 @@
 //! [`Sealer::abort`], or failing half-way all leave the ciphertext sent so far
 //! without a last chunk, which every age decryptor rejects as truncated. That
 //! is what cutting a transfer on revocation needs.
+//!
+//! What a receipt counts is what left, not what was sealed: a cut drops the
+//! pieces still queued for the peer. So each [`Piece`] carries the plaintext
+//! it completes (the count and running SHA-256 through the end of the last
+//! age chunk it seals), and a [`Tally`] fed with the pieces the connection
+//! took gives the [`Digests`] of exactly those: ciphertext hashed once, as
+//! it leaves, and the plaintext whose chunks went with it.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -35,10 +41,25 @@ pub struct Sealer {
     /// `StreamWriter` gives no access to its inner writer until `finish`, so
     /// the two ends share it; the lock is never contended (one owner).
     outbox: Arc<Mutex<Vec<u8>>>,
-    plaintext_sha256: Sha256,
-    plaintext_bytes: u64,
-    ciphertext_sha256: Sha256,
-    ciphertext_bytes: u64,
+    /// Every plaintext byte accepted so far.
+    accepted: Mark,
+    /// The plaintext age has sealed: up to the last chunk boundary it passed.
+    sealed: Mark,
+}
+
+/// A count of plaintext bytes and the SHA-256 of them, as it runs.
+#[derive(Clone, Default)]
+pub struct Mark {
+    bytes: u64,
+    sha256: Sha256,
+}
+
+/// Bytes to send the peer, and (for a sealed payload) the plaintext they
+/// complete: everything up to the end of the last chunk among them.
+pub struct Piece {
+    pub bytes: Bytes,
+    /// `None` for a pass-through payload, whose bytes are their own plaintext.
+    plaintext: Option<Mark>,
 }
 
 /// What a sealed (or abandoned) payload amounted to; receipts and the audit
@@ -49,6 +70,15 @@ pub struct Digests {
     pub ciphertext_sha256: [u8; 32],
     pub plaintext_bytes: u64,
     pub ciphertext_bytes: u64,
+}
+
+/// The digests of the pieces that left, fed one by one as the connection
+/// takes them.
+pub struct Tally {
+    ciphertext: Mark,
+    /// The plaintext completed by the last piece taken (sealed payloads).
+    plaintext: Mark,
+    sealed: bool,
 }
 
 /// Sealing failed. Deliberately vague: the causes are age's, and they never
@@ -81,10 +111,8 @@ impl Sealer {
         Ok(Self {
             stream: Some(stream),
             outbox,
-            plaintext_sha256: Sha256::new(),
-            plaintext_bytes: 0,
-            ciphertext_sha256: Sha256::new(),
-            ciphertext_bytes: 0,
+            accepted: Mark::default(),
+            sealed: Mark::default(),
         })
     }
 
@@ -94,71 +122,66 @@ impl Sealer {
     ///
     /// After an error the sealer is broken: later calls fail with
     /// [`SealError::Broken`], and the stream can only be abandoned.
-    pub fn update(&mut self, plaintext: &[u8]) -> Result<Bytes, SealError> {
+    pub fn update(&mut self, plaintext: &[u8]) -> Result<Piece, SealError> {
         let stream = self.stream.as_mut().ok_or(SealError::Broken)?;
-        if let Some(sealed) = sealed_len(self.plaintext_bytes, plaintext.len()) {
+        if let Some(sealed) = sealed_len(self.accepted.bytes, plaintext.len()) {
             // One allocation of the exact size instead of doubling as age
             // writes chunk after chunk. Only a hint: age decides what it writes.
             lock(&self.outbox).reserve_exact(sealed);
         }
-        // In age-sized pieces so the hash reads each one while the copy into
-        // age's chunk has just brought it into the cache.
-        for piece in plaintext.chunks(CHUNK_SIZE) {
+        // In pieces that end on age's chunk boundaries, so the plaintext
+        // sealed so far has a hash of its own, and so the hash reads each
+        // piece while the copy into age's chunk has just brought it into the cache.
+        let mut rest = plaintext;
+        while !rest.is_empty() {
+            let into_chunk = (self.accepted.bytes % CHUNK_SIZE as u64) as usize;
+            if into_chunk == 0 && self.accepted.bytes > 0 {
+                // age seals a full chunk when the byte after it arrives: now.
+                self.sealed = self.accepted.clone();
+            }
+            let (piece, tail) = rest.split_at(rest.len().min(CHUNK_SIZE - into_chunk));
             if let Err(e) = stream.write_all(piece) {
                 self.stream = None;
                 // What age produced before failing is never sent, so never hashed.
                 lock(&self.outbox).clear();
                 return Err(SealError::Encrypt(e));
             }
-            self.plaintext_sha256.update(piece);
-            self.plaintext_bytes += piece.len() as u64;
+            self.accepted.update(piece);
+            rest = tail;
         }
-        Ok(self.drain())
+        let bytes = self.drain();
+        let plaintext = (!bytes.is_empty()).then(|| self.sealed.clone());
+        Ok(Piece { bytes, plaintext })
     }
 
     /// Ends the stream with age's last chunk; returns the rest of the
-    /// ciphertext and the digests of the whole payload.
-    pub fn finish(mut self) -> Result<(Bytes, Digests), SealError> {
+    /// ciphertext, which completes the whole plaintext.
+    pub fn finish(mut self) -> Result<Piece, SealError> {
         let stream = self.stream.take().ok_or(SealError::Broken)?;
         stream.finish().map_err(SealError::Encrypt)?;
-        let tail = self.drain();
-        Ok((tail, self.digests()))
+        let bytes = self.drain();
+        Ok(Piece {
+            bytes,
+            plaintext: Some(mem::take(&mut self.accepted)),
+        })
     }
 
     /// Abandons the stream. The ciphertext sent so far has no last chunk, so
-    /// age decryptors reject it as truncated. Returns the digests of the
-    /// plaintext accepted so far (including what age buffered and never
-    /// encrypted) and of the ciphertext returned so far.
-    pub fn abort(mut self) -> Digests {
+    /// age decryptors reject it as truncated.
+    pub fn abort(mut self) {
         // age's StreamWriter writes nothing on drop; this drops it unfinished.
         self.stream = None;
-        self.digests()
     }
 
     /// Plaintext bytes accepted so far.
     pub fn plaintext_bytes(&self) -> u64 {
-        self.plaintext_bytes
+        self.accepted.bytes
     }
 
     /// Takes what age wrote since the last call; the outbox keeps no
     /// capacity between calls.
     fn drain(&mut self) -> Bytes {
-        let ciphertext = mem::take(&mut *lock(&self.outbox));
-        if ciphertext.is_empty() {
-            return Bytes::new();
-        }
-        self.ciphertext_sha256.update(&ciphertext);
-        self.ciphertext_bytes += ciphertext.len() as u64;
-        Bytes::from(ciphertext)
-    }
-
-    fn digests(self) -> Digests {
-        Digests {
-            plaintext_sha256: self.plaintext_sha256.finalize().into(),
-            ciphertext_sha256: self.ciphertext_sha256.finalize().into(),
-            plaintext_bytes: self.plaintext_bytes,
-            ciphertext_bytes: self.ciphertext_bytes,
-        }
+        Bytes::from(mem::take(&mut *lock(&self.outbox)))
     }
 
     /// The outbox's capacity between calls (structurally 0).
@@ -168,11 +191,72 @@ impl Sealer {
     }
 }
 
+impl Mark {
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha256.update(bytes);
+        self.bytes += bytes.len() as u64;
+    }
+
+    fn sha256(&self) -> [u8; 32] {
+        self.sha256.clone().finalize().into()
+    }
+}
+
+impl Piece {
+    /// Bytes that are their own plaintext (a pass-through payload).
+    pub fn passed(bytes: Bytes) -> Self {
+        Self {
+            bytes,
+            plaintext: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl Tally {
+    /// For a payload sealed by the gateway, or passed through as it came.
+    pub fn new(sealed: bool) -> Self {
+        Self {
+            ciphertext: Mark::default(),
+            plaintext: Mark::default(),
+            sealed,
+        }
+    }
+
+    /// Counts `piece` as sent; returns its bytes for the wire.
+    pub fn take(&mut self, piece: Piece) -> Bytes {
+        self.ciphertext.update(&piece.bytes);
+        if let Some(plaintext) = piece.plaintext {
+            self.plaintext = plaintext;
+        }
+        piece.bytes
+    }
+
+    /// The digests of everything taken so far.
+    pub fn digests(&self) -> Digests {
+        let ciphertext_sha256 = self.ciphertext.sha256();
+        let (plaintext_sha256, plaintext_bytes) = if self.sealed {
+            (self.plaintext.sha256(), self.plaintext.bytes)
+        } else {
+            (ciphertext_sha256, self.ciphertext.bytes)
+        };
+        Digests {
+            plaintext_sha256,
+            ciphertext_sha256,
+            plaintext_bytes,
+            ciphertext_bytes: self.ciphertext.bytes,
+        }
+    }
+}
+
 impl fmt::Debug for Sealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sealer")
-            .field("plaintext_bytes", &self.plaintext_bytes)
-            .field("ciphertext_bytes", &self.ciphertext_bytes)
+            .field("plaintext_bytes", &self.accepted.bytes)
+            .field("sealed_bytes", &self.sealed.bytes)
             .field("broken", &self.stream.is_none())
             .finish_non_exhaustive()
     }
@@ -217,69 +301,38 @@ fn sealed_len(accepted: u64, more: usize) -> Option<usize> {
     }
 }
 
-/// A route's payload passed through as the data service sent it: for
-/// payloads that are already end-to-end encrypted to the requester. Still
-/// counted, hashed (plaintext and ciphertext are the same bytes) and
-/// receipted; never copied.
-#[derive(Default)]
-pub struct PassThrough {
-    sha256: Sha256,
-    bytes: u64,
-}
-
-impl PassThrough {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn update(&mut self, data: Bytes) -> Bytes {
-        self.sha256.update(&data);
-        self.bytes += data.len() as u64;
-        data
-    }
-
-    fn digests(self) -> Digests {
-        let sha256: [u8; 32] = self.sha256.finalize().into();
-        Digests {
-            plaintext_sha256: sha256,
-            ciphertext_sha256: sha256,
-            plaintext_bytes: self.bytes,
-            ciphertext_bytes: self.bytes,
-        }
-    }
-}
-
 /// How a transfer's bytes go on their way: sealed with age to the grant's
-/// recipient, or passed through (see [`PassThrough`]). One per transfer,
-/// owned by its task: the size difference of the variants costs nothing.
+/// recipient, or passed through as the data service sent them, for payloads
+/// that are already end-to-end encrypted to the requester (still counted,
+/// hashed and receipted; never copied). One per transfer, owned by its task:
+/// the size difference of the variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Wrapper {
     Seal(Sealer),
-    Pass(PassThrough),
+    Pass,
 }
 
 impl Wrapper {
     /// What to send now for the next `data` from the upstream.
-    pub fn update(&mut self, data: Bytes) -> Result<Bytes, SealError> {
+    pub fn update(&mut self, data: Bytes) -> Result<Piece, SealError> {
         match self {
             Self::Seal(sealer) => sealer.update(&data),
-            Self::Pass(pass) => Ok(pass.update(data)),
+            Self::Pass => Ok(Piece::passed(data)),
         }
     }
 
-    /// The last bytes to send and the digests of the whole payload.
-    pub fn finish(self) -> Result<(Bytes, Digests), SealError> {
+    /// The last bytes to send.
+    pub fn finish(self) -> Result<Piece, SealError> {
         match self {
             Self::Seal(sealer) => sealer.finish(),
-            Self::Pass(pass) => Ok((Bytes::new(), pass.digests())),
+            Self::Pass => Ok(Piece::passed(Bytes::new())),
         }
     }
 
-    /// The digests of what was accepted and sent, for a cut transfer.
-    pub fn abort(self) -> Digests {
-        match self {
-            Self::Seal(sealer) => sealer.abort(),
-            Self::Pass(pass) => pass.digests(),
+    /// Abandons the payload: a sealed one stays truncated.
+    pub fn abort(self) {
+        if let Self::Seal(sealer) = self {
+            sealer.abort();
         }
     }
 

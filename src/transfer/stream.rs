@@ -7,9 +7,21 @@
 //! frames plus the sealer's one age chunk) whatever the payload's size, and
 //! the task notices a revocation or a vanished client at once, not at the
 //! next upstream chunk.
+//!
+//! The receipt counts what the connection took from the body, not what was
+//! sealed: the body feeds each piece it hands out to the transfer's
+//! [`Tally`], and a cut (set under the same lock) stops it handing out any
+//! more, so the pieces still queued at a cut are neither sent nor counted.
+//! What the connection took may still sit in its write buffers (hyper's,
+//! rustls's, HTTP/2's per stream), which a reset would throw away: so the
+//! body answers the cut only once the connection's writes have settled
+//! ([`Writes`]): flushed, and quiet for [`CUT_QUIET`]. A reader that
+//! stopped reading never lets them settle; after [`CUT_WAIT_MAX`] the
+//! response is reset all the same, and what was still buffered is lost
+//! although counted as sent.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use std::future::Future as _;
@@ -18,11 +30,11 @@ use std::task::{Context, Poll};
 
 use http_body_util::BodyExt;
 use hyper::body::Frame;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::quota::{self, ByteQuotas};
 use super::receipt::{Incomplete, Receipt, TransferId};
-use super::seal::{Digests, PassThrough, Sealer, Wrapper};
+use super::seal::{Digests, Piece, Sealer, Tally, Wrapper};
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId};
 use crate::metrics::{CODE_OK, TransferMetrics};
@@ -58,6 +70,61 @@ pub struct Start {
     /// Subscribed before the transfer was opened, so no ending of the grant
     /// can slip between the checks and the stream.
     pub ended: broadcast::Receiver<GrantEnded>,
+    /// The writes of the connection the response goes out on, if known.
+    pub writes: Option<Writes>,
+}
+
+/// How long a connection's writes must have been flushed and quiet before a
+/// cut response is reset: the HTTP/2 connection task writes a stream's
+/// queued frames one by one, flushing between them.
+pub const CUT_QUIET: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The longest a cut waits for the connection's writes to settle.
+pub const CUT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A connection's I/O stream reports its writes here: [`wrote`](Self::wrote)
+/// when bytes go in, [`flushed`](Self::flushed) when they reached the socket.
+pub struct WriteState(watch::Sender<bool>);
+
+/// Watches whether a connection has writes not yet flushed: a cut response
+/// waits for them to settle, so the bytes the connection took leave before
+/// the reset.
+#[derive(Clone)]
+pub struct Writes(watch::Receiver<bool>);
+
+impl Writes {
+    pub fn channel() -> (WriteState, Self) {
+        let (tx, rx) = watch::channel(false);
+        (WriteState(tx), Self(rx))
+    }
+
+    /// Resolves once the writes were flushed and nothing was written for
+    /// [`CUT_QUIET`], or after [`CUT_WAIT_MAX`].
+    async fn settled(mut self) {
+        let deadline = tokio::time::Instant::now() + CUT_WAIT_MAX;
+        loop {
+            let dirty = *self.0.borrow_and_update();
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                changed = self.0.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(CUT_QUIET), if !dirty => return,
+            }
+        }
+    }
+}
+
+impl WriteState {
+    pub fn wrote(&self) {
+        self.0
+            .send_if_modified(|dirty| !std::mem::replace(dirty, true));
+    }
+
+    /// Notifies only a change: hyper flushes on every turn of its loop,
+    /// and a wake-up per flush would keep a waiting cut spinning it.
+    pub fn flushed(&self) {
+        self.0
+            .send_if_modified(|dirty| std::mem::replace(dirty, false));
+    }
 }
 
 /// What every transfer shares.
@@ -68,6 +135,7 @@ pub struct Movers {
 }
 
 /// How a transfer ended.
+#[derive(Clone, Copy)]
 enum End {
     /// The upstream's body ended: everything crossed.
     Finished,
@@ -83,6 +151,29 @@ enum End {
 #[error("transfer cut: {0}")]
 struct Cut(&'static str);
 
+impl End {
+    /// Why the response is cut, for an end that is not a clean one.
+    fn cut(&self) -> Option<&'static str> {
+        match self {
+            Self::Finished | Self::Exhausted => None,
+            Self::GrantEnded(_) => Some("the grant ended"),
+            Self::UpstreamFailed => Some("the upstream failed"),
+            Self::ClientGone => Some("the client went away"),
+        }
+    }
+}
+
+/// What a transfer's task and its response body share.
+struct Outgoing {
+    /// What the connection took from the body.
+    tally: Tally,
+    /// Set by the task to cut the response: the body answers this error at
+    /// its next poll, ahead of any piece still queued, and hands out nothing more.
+    cut: Option<&'static str>,
+    /// The body handed out the last piece and ended cleanly.
+    drained: bool,
+}
+
 impl Movers {
     /// Starts moving a transfer; returns the response body.
     pub fn start(self: &Arc<Self>, start: Start) -> Body {
@@ -93,42 +184,80 @@ impl Movers {
             used_bytes,
             limiter,
             keys,
-            ended,
+            mut ended,
+            writes,
         } = start;
-        let (tx, frames) = mpsc::channel::<Bytes>(2);
-        let (cut_tx, cut) = oneshot::channel::<&'static str>();
+        let (tx, frames) = mpsc::channel::<Piece>(2);
+        let (wake_tx, wake) = oneshot::channel::<()>();
+        let (drained_tx, mut drained) = oneshot::channel::<()>();
+        let outgoing = Arc::new(Mutex::new(Outgoing {
+            tally: Tally::new(recipient.is_some()),
+            cut: None,
+            drained: false,
+        }));
         let counter = self.quotas.counter(transfer.grant.id, used_bytes);
         let movers = self.clone();
+        let shared = Arc::clone(&outgoing);
         tokio::spawn(async move {
             let wrapper = match &recipient {
                 Some(recipient) => Sealer::new(recipient).map(Wrapper::Seal),
-                None => Ok(Wrapper::Pass(PassThrough::new())),
+                None => Ok(Wrapper::Pass),
             };
-            let (end, digests) = match wrapper {
+            let queued = match wrapper {
                 Ok(wrapper) => {
                     movers
                         .pump(
-                            &transfer, upstream, wrapper, &counter, &limiter, &keys, ended, &tx,
-                            cut_tx,
+                            &transfer, upstream, wrapper, &counter, &limiter, &keys, &mut ended,
+                            &tx,
                         )
                         .await
                 }
                 Err(e) => {
                     tracing::error!(transfer_id = %transfer.id, error = %e, "cannot start sealing");
-                    (End::UpstreamFailed, nothing())
+                    End::UpstreamFailed
                 }
             };
             drop(tx);
+            // The grant's bytes are used up now, not when the client has
+            // read the last of them: later transfers are refused at once.
+            if let End::Exhausted = queued {
+                movers.exhaust(transfer.grant.id).await;
+            }
+            // Everything is queued after a clean end; it has crossed once the
+            // body hands out the last piece, and a grant that ends before
+            // then still cuts what is left.
+            let end = match queued {
+                End::Finished | End::Exhausted => tokio::select! {
+                    biased;
+                    _ = &mut drained => End::ClientGone,
+                    cause = ended_cause(&mut ended, transfer.grant.id, &movers.review) => End::GrantEnded(cause),
+                },
+                other => other,
+            };
+            let (end, digests) = {
+                let mut out = lock(&shared);
+                let end = if out.drained { queued } else { end };
+                out.cut = end.cut();
+                (end, out.tally.digests())
+            };
+            // Reaches the body at its next poll, ahead of any piece still queued.
+            let _ = wake_tx.send(());
             movers.close(transfer, end, digests).await;
         });
         SealedBody {
             frames,
-            cut: Some(cut),
+            outgoing,
+            wake: Some(wake),
+            drained: Some(drained_tx),
+            writes,
+            settled: None,
+            over: false,
         }
         .boxed()
     }
 
-    /// The per-chunk loop. Returns how it ended and the digests of what crossed.
+    /// The per-chunk loop: returns how it ended. After a clean end (finished,
+    /// or cut exactly at the byte quota) everything to send is queued.
     #[allow(clippy::too_many_arguments)]
     async fn pump(
         &self,
@@ -138,16 +267,15 @@ impl Movers {
         counter: &AtomicU64,
         limiter: &RateLimiter,
         keys: &[Key],
-        mut ended: broadcast::Receiver<GrantEnded>,
-        tx: &mpsc::Sender<Bytes>,
-        cut: oneshot::Sender<&'static str>,
-    ) -> (End, Digests) {
+        ended: &mut broadcast::Receiver<GrantEnded>,
+        tx: &mpsc::Sender<Piece>,
+    ) -> End {
         let grant = transfer.grant.id;
         let max_bytes = transfer.grant.quotas.max_bytes;
         let end = loop {
             let frame = tokio::select! {
                 biased;
-                cause = ended_cause(&mut ended, grant, &self.review) => break End::GrantEnded(cause),
+                cause = ended_cause(ended, grant, &self.review) => break End::GrantEnded(cause),
                 _ = tx.closed() => break End::ClientGone,
                 frame = upstream.frame() => frame,
             };
@@ -164,7 +292,7 @@ impl Movers {
             if allowed > 0 {
                 tokio::select! {
                     biased;
-                    cause = ended_cause(&mut ended, grant, &self.review) => break End::GrantEnded(cause),
+                    cause = ended_cause(ended, grant, &self.review) => break End::GrantEnded(cause),
                     _ = tx.closed() => break End::ClientGone,
                     () = limiter.shape(keys, u32::try_from(allowed).unwrap_or(u32::MAX)) => {}
                 }
@@ -179,7 +307,7 @@ impl Movers {
                 if !sealed.is_empty() {
                     tokio::select! {
                         biased;
-                        cause = ended_cause(&mut ended, grant, &self.review) => break End::GrantEnded(cause),
+                        cause = ended_cause(ended, grant, &self.review) => break End::GrantEnded(cause),
                         sent = tx.send(sealed) => if sent.is_err() { break End::ClientGone },
                     }
                 }
@@ -192,35 +320,28 @@ impl Movers {
             // A clean end, and the cut exactly at the byte limit, close the age
             // stream: what crossed decrypts, and the receipt says whether it was all.
             End::Finished | End::Exhausted => match sealer.finish() {
-                Ok((tail, digests)) => {
+                Ok(tail) => {
                     if !tail.is_empty() && tx.send(tail).await.is_err() {
-                        return (End::ClientGone, digests);
+                        return End::ClientGone;
                     }
-                    (end, digests)
+                    end
                 }
                 Err(e) => {
                     tracing::error!(transfer_id = %transfer.id, error = %e, "sealing failed at the end");
-                    (End::UpstreamFailed, nothing())
+                    End::UpstreamFailed
                 }
             },
             // Anything else leaves the age stream truncated, which decryptors
-            // reject, and resets the response so the client sees the cut.
+            // reject, and the response is reset so the client sees the cut.
             End::GrantEnded(_) | End::UpstreamFailed | End::ClientGone => {
-                let digests = sealer.abort();
-                let why = match end {
-                    End::GrantEnded(_) => "the grant ended",
-                    End::UpstreamFailed => "the upstream failed",
-                    _ => "the client went away",
-                };
-                // Reaches the client at its next read, ahead of any frame still queued.
-                let _ = cut.send(why);
-                (end, digests)
+                sealer.abort();
+                end
             }
         }
     }
 
-    /// Signs the receipt, closes the transfer in the store, counts it, writes
-    /// its access line, and ends an exhausted grant.
+    /// Signs the receipt, closes the transfer in the store, counts it, and
+    /// writes its access line.
     async fn close(&self, transfer: Transfer, end: End, digests: Digests) {
         let review = &self.review;
         let incomplete = match end {
@@ -273,11 +394,9 @@ impl Movers {
             duration_ms = duration.as_millis() as u64,
             "transfer closed"
         );
-        match end {
-            End::Exhausted => self.exhaust(transfer.grant.id).await,
-            // The grant is over: its counter is no longer needed.
-            End::GrantEnded(_) => self.quotas.forget(transfer.grant.id),
-            _ => {}
+        // The grant is over: its counter is no longer needed.
+        if let End::GrantEnded(_) = end {
+            self.quotas.forget(transfer.grant.id);
         }
     }
 
@@ -295,12 +414,22 @@ impl Movers {
     }
 }
 
-/// The response body of a transfer: ciphertext frames from the transfer's
-/// task, or the cut, which is delivered before any frame still queued so the
-/// client's stream is reset rather than ended cleanly.
+/// The response body of a transfer: the pieces from the transfer's task,
+/// each counted as the connection takes it, or the cut, which is delivered
+/// before any piece still queued so the client's stream is reset rather
+/// than ended cleanly.
 struct SealedBody {
-    frames: mpsc::Receiver<Bytes>,
-    cut: Option<oneshot::Receiver<&'static str>>,
+    frames: mpsc::Receiver<Piece>,
+    outgoing: Arc<Mutex<Outgoing>>,
+    /// Wakes a waiting body when the task sets the cut.
+    wake: Option<oneshot::Receiver<()>>,
+    /// Dropped when the body has handed out its last piece, or is dropped.
+    drained: Option<oneshot::Sender<()>>,
+    writes: Option<Writes>,
+    /// After the cut: resolves once the connection's writes settled.
+    settled: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>>,
+    /// The body ended (cleanly or cut): nothing more comes out.
+    over: bool,
 }
 
 impl hyper::body::Body for SealedBody {
@@ -311,22 +440,51 @@ impl hyper::body::Body for SealedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(cut) = self.cut.as_mut() {
-            match Pin::new(cut).poll(cx) {
-                Poll::Ready(Ok(why)) => {
-                    self.cut = None;
-                    self.frames.close();
-                    return Poll::Ready(Some(Err(Box::new(Cut(why)))));
-                }
-                // The task ended without a cut: the frames end the body.
-                Poll::Ready(Err(_)) => self.cut = None,
-                Poll::Pending => {}
-            }
+        let this = &mut *self;
+        if this.over {
+            return Poll::Ready(None);
         }
-        self.frames
-            .poll_recv(cx)
-            .map(|frame| frame.map(|data| Ok(Frame::data(data))))
+        if let Some(wake) = this.wake.as_mut()
+            && Pin::new(wake).poll(cx).is_ready()
+        {
+            this.wake = None;
+        }
+        let mut out = lock(&this.outgoing);
+        if let Some(why) = out.cut {
+            drop(out);
+            this.frames.close();
+            // What the connection took may still be in its buffers: reset
+            // only once they are flushed, so those bytes reach the peer.
+            if let Some(writes) = this.writes.take() {
+                this.settled = Some(Box::pin(writes.settled()));
+            }
+            if let Some(settled) = this.settled.as_mut() {
+                if settled.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.settled = None;
+            }
+            this.over = true;
+            return Poll::Ready(Some(Err(Box::new(Cut(why)))));
+        }
+        match this.frames.poll_recv(cx) {
+            Poll::Ready(Some(piece)) => Poll::Ready(Some(Ok(Frame::data(out.tally.take(piece))))),
+            Poll::Ready(None) => {
+                out.drained = true;
+                drop(out);
+                this.over = true;
+                this.drained = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
+}
+
+/// The shared state holds counts only; a panic elsewhere cannot leave it
+/// half-updated in a way that matters, so a poisoned lock is still usable.
+fn lock(outgoing: &Mutex<Outgoing>) -> MutexGuard<'_, Outgoing> {
+    outgoing.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The digests of a transfer of which nothing is known (a failure of ours).

@@ -333,6 +333,158 @@ async fn revocation_cuts_a_stream_and_its_receipt_says_so() {
     gateway.shutdown().await;
 }
 
+/// A slow reader's transfer is cut (revoked, or at its sunset) over HTTP/1.1
+/// and HTTP/2 while the reader has stopped reading: the receipt counts and
+/// hashes exactly the bytes the client received, not the pieces that were
+/// sealed and still queued at the cut (nor those that sat in the
+/// connection's buffers, which leave before the reset), and its plaintext
+/// count is the whole age chunks among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_transfers_receipt_counts_exactly_what_the_client_received() {
+    let world = World::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let upstream = xborder::upstream_example::spawn(loopback(), stop.clone())
+        .await
+        .unwrap();
+    let mut config = world.config(upstream);
+    // The reader pauses until the sunset: not an idle connection to close.
+    config.timeouts.idle = Duration::from_secs(30);
+    let gateway = Running::start_with(config, stop).await;
+    let police = world.fi_police();
+    let total: u64 = 256 << 20;
+    for (alpn, http2) in [(&[&b"http/1.1"[..]][..], false), (&[&b"h2"[..]][..], true)] {
+        for cut in ["revoked", "expired"] {
+            let terms = match cut {
+                "expired" => json!({ "lifetime": "2s" }),
+                _ => json!({}),
+            };
+            let (token, grant) = grant_with(
+                &world,
+                gateway.border,
+                gateway.admin,
+                &police,
+                &["content"],
+                terms,
+            )
+            .await;
+            let mut conn = world
+                .client_alpn(Some(&police), alpn)
+                .connect(gateway.border, "localhost")
+                .await
+                .unwrap();
+            assert_eq!(conn.is_http2(), http2);
+            let response = conn
+                .send(xborder::client::bearer_get(
+                    format!("/v1/data/content/+3725550123?bytes={total}")
+                        .parse()
+                        .unwrap(),
+                    &token,
+                ))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let transfer = response.headers()["x-xborder-transfer"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let mut body = response.into_body();
+            let mut received = Vec::new();
+            // A slow reader: a little, then a pause that lets every queue
+            // between the sealer and this client fill up, during which the
+            // grant ends.
+            while received.len() < 1 << 20 {
+                let frame = body.frame().await.unwrap().unwrap();
+                received.extend_from_slice(&frame.into_data().unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if cut == "expired" {
+                let (_, view) = send_json(
+                    &admin(&world, "operator"),
+                    gateway.admin,
+                    Method::GET,
+                    &format!("/v1/grants/{grant}"),
+                    None,
+                    None,
+                )
+                .await;
+                assert!(
+                    eventually(Duration::from_secs(10), || async {
+                        let (_, view) = send_json(
+                            &admin(&world, "operator"),
+                            gateway.admin,
+                            Method::GET,
+                            &format!("/v1/grants/{grant}"),
+                            None,
+                            None,
+                        )
+                        .await;
+                        view["state"] == "expired"
+                    })
+                    .await,
+                    "the grant expires at its sunset: {view}"
+                );
+            }
+            if cut == "revoked" {
+                let (status, _) = send_json(
+                    &admin(&world, "operator"),
+                    gateway.admin,
+                    Method::POST,
+                    &format!("/v1/grants/{grant}/revoke"),
+                    Some(&json!({ "reason": "incident" })),
+                    None,
+                )
+                .await;
+                assert_eq!(status, StatusCode::OK);
+            }
+            let ended = tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                received.extend_from_slice(&data);
+                            }
+                        }
+                        Some(Err(e)) => break Some(e.to_string()),
+                        None => break None,
+                    }
+                }
+            })
+            .await
+            .expect("the stream is cut");
+            assert!(ended.is_some(), "{cut} over h2={http2}: ended cleanly");
+
+            let receipt = receipt(&world, gateway.border, &police, &transfer).await;
+            assert_eq!(receipt["incomplete"], cut, "h2={http2}");
+            assert_eq!(
+                receipt["ciphertext_bytes"],
+                received.len(),
+                "{cut} over h2={http2}: the receipt counts what the client got"
+            );
+            assert_eq!(
+                receipt["ciphertext_sha256"],
+                hex::encode(Sha256::digest(&received)),
+                "{cut} over h2={http2}"
+            );
+            // The plaintext whose age chunks arrived: whole 64 KiB chunks,
+            // each 64 KiB + 16 B of the ciphertext after the header.
+            let plaintext = receipt["plaintext_bytes"].as_u64().unwrap();
+            assert_eq!(plaintext % (64 << 10), 0, "{cut} over h2={http2}");
+            let chunks = plaintext / (64 << 10);
+            let header = received.len() as u64 - chunks * ((64 << 10) + 16);
+            assert!(
+                (100..400).contains(&header),
+                "{cut} over h2={http2}: {chunks} chunks leave {header} bytes of header"
+            );
+            assert_eq!(
+                receipt["plaintext_sha256"],
+                hex::encode(Sha256::digest(pattern(plaintext))),
+                "{cut} over h2={http2}"
+            );
+        }
+    }
+    gateway.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_client_that_disconnects_mid_stream_leaves_the_gateway_healthy() {
     let world = World::new();

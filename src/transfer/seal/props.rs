@@ -7,7 +7,7 @@ use age::x25519::Identity;
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::tests::{age_cli_decrypt, decrypt, payload, sha256};
+use super::tests::{Sent, age_cli_decrypt, decrypt, payload, sha256};
 use super::*;
 
 const KIB: usize = 1024;
@@ -38,13 +38,16 @@ fn frames(plaintext: &[u8], cuts: &[u32]) -> Vec<Bytes> {
 /// task feeds it: everything sent, and the digests for the receipt.
 fn through(wrapper: Wrapper, frames: Vec<Bytes>) -> (Vec<u8>, Digests) {
     let mut wrapper = wrapper;
-    let mut sent = Vec::new();
+    let mut sent = if wrapper.seals() {
+        Sent::sealed()
+    } else {
+        Sent::passed()
+    };
     for frame in frames {
-        sent.extend_from_slice(&wrapper.update(frame).unwrap());
+        sent.take(wrapper.update(frame).unwrap());
     }
-    let (tail, digests) = wrapper.finish().unwrap();
-    sent.extend_from_slice(&tail);
-    (sent, digests)
+    sent.take(wrapper.finish().unwrap());
+    sent.done()
 }
 
 proptest! {
@@ -76,10 +79,50 @@ proptest! {
         prop_assert!(decrypt(&Identity::generate(), &ciphertext).is_err());
 
         // A pass-through route sends the frames as they came and hashes them once.
-        let (passed, digests) = through(Wrapper::Pass(PassThrough::new()), frames);
+        let (passed, digests) = through(Wrapper::Pass, frames.clone());
         prop_assert!(passed == plaintext);
         prop_assert_eq!((digests.plaintext_sha256, digests.ciphertext_sha256), (sha256(&plaintext), sha256(&plaintext)));
         prop_assert_eq!((digests.plaintext_bytes, digests.ciphertext_bytes), (len as u64, len as u64));
+    }
+
+    /// A cut drops the pieces still queued: whatever prefix of the pieces a
+    /// connection took, the tally names exactly those bytes, and the
+    /// plaintext whose age chunks are among them (whole chunks only, since
+    /// a chunk leaves whole or not at all).
+    #[test]
+    fn a_tally_of_any_prefix_names_exactly_what_left(
+        len in length(), cuts in proptest::collection::vec(any::<u32>(), 0..12), taken in any::<prop::sample::Index>(),
+    ) {
+        let identity = Identity::generate();
+        let plaintext = payload(len);
+        let mut sealer = Sealer::new(&identity.to_public()).unwrap();
+        let mut pieces: Vec<Piece> = frames(&plaintext, &cuts)
+            .into_iter()
+            .map(|frame| sealer.update(&frame).unwrap())
+            .filter(|piece| !piece.is_empty())
+            .collect();
+        pieces.push(sealer.finish().unwrap());
+        let taken = taken.index(pieces.len() + 1);
+        let whole = taken == pieces.len();
+        let mut sent = Sent::sealed();
+        for piece in pieces.into_iter().take(taken) {
+            sent.take(piece);
+        }
+        let (ciphertext, digests) = sent.done();
+        prop_assert_eq!(digests.ciphertext_sha256, sha256(&ciphertext));
+        prop_assert_eq!(digests.ciphertext_bytes, ciphertext.len() as u64);
+        let sealed = usize::try_from(digests.plaintext_bytes).unwrap();
+        prop_assert_eq!(digests.plaintext_sha256, sha256(&plaintext[..sealed]));
+        if whole {
+            prop_assert_eq!(sealed, len);
+        } else {
+            prop_assert_eq!(sealed % CHUNK_SIZE, 0);
+            // Every chunk counted is in the ciphertext that left: the
+            // header, then one sealed chunk per 64 KiB of plaintext.
+            let chunks = sealed / CHUNK_SIZE;
+            prop_assert!(ciphertext.len() >= chunks * SEALED_CHUNK_SIZE);
+            prop_assert!(ciphertext.len() < (chunks + 1) * SEALED_CHUNK_SIZE + 256);
+        }
     }
 }
 

@@ -26,20 +26,53 @@ fn seal(
     pieces: &[usize],
 ) -> (Vec<u8>, Digests) {
     let mut sealer = Sealer::new(recipient).unwrap();
-    let mut ciphertext = Vec::new();
+    let mut sent = Sent::sealed();
     let mut rest = plaintext;
     for &n in pieces.iter().cycle() {
         if rest.is_empty() {
             break;
         }
         let (piece, tail) = rest.split_at(n.min(rest.len()));
-        ciphertext.extend_from_slice(&sealer.update(piece).unwrap());
+        sent.take(sealer.update(piece).unwrap());
         rest = tail;
     }
     assert_eq!(sealer.plaintext_bytes(), plaintext.len() as u64);
-    let (tail, digests) = sealer.finish().unwrap();
-    ciphertext.extend_from_slice(&tail);
-    (ciphertext, digests)
+    sent.take(sealer.finish().unwrap());
+    sent.done()
+}
+
+/// What a connection took: the bytes, and the tally a receipt is made from.
+pub(super) struct Sent {
+    pub bytes: Vec<u8>,
+    pub tally: Tally,
+}
+
+impl Sent {
+    pub fn sealed() -> Self {
+        Self {
+            bytes: Vec::new(),
+            tally: Tally::new(true),
+        }
+    }
+
+    pub fn passed() -> Self {
+        Self {
+            bytes: Vec::new(),
+            tally: Tally::new(false),
+        }
+    }
+
+    /// Takes `piece` as a connection does; returns its length.
+    pub fn take(&mut self, piece: Piece) -> usize {
+        let bytes = self.tally.take(piece);
+        self.bytes.extend_from_slice(&bytes);
+        bytes.len()
+    }
+
+    pub fn done(self) -> (Vec<u8>, Digests) {
+        let digests = self.tally.digests();
+        (self.bytes, digests)
+    }
 }
 
 pub(super) fn decrypt(identity: &Identity, ciphertext: &[u8]) -> Result<Vec<u8>, String> {
@@ -131,21 +164,22 @@ fn any_piece_sizes_round_trip_including_empty_ones() {
     ] {
         // A 0-length piece would loop forever in `seal`; feed them by hand.
         let mut sealer = Sealer::new(&identity.to_public()).unwrap();
-        let mut ciphertext = Vec::new();
+        let mut sent = Sent::sealed();
         let mut rest = &plaintext[..];
         for &n in pieces.iter().cycle() {
             if rest.is_empty() {
                 break;
             }
             let (piece, tail) = rest.split_at(n.max(1).min(rest.len()));
-            ciphertext.extend_from_slice(&sealer.update(&[]).unwrap());
-            ciphertext.extend_from_slice(&sealer.update(piece).unwrap());
+            sent.take(sealer.update(&[]).unwrap());
+            sent.take(sealer.update(piece).unwrap());
             rest = tail;
         }
-        let (tail, digests) = sealer.finish().unwrap();
-        ciphertext.extend_from_slice(&tail);
+        sent.take(sealer.finish().unwrap());
+        let (ciphertext, digests) = sent.done();
         assert_eq!(decrypt(&identity, &ciphertext).unwrap(), plaintext);
         assert_eq!(digests.ciphertext_sha256, sha256(&ciphertext));
+        assert_eq!(digests.plaintext_sha256, sha256(&plaintext));
     }
 }
 
@@ -153,19 +187,26 @@ fn any_piece_sizes_round_trip_including_empty_ones() {
 fn header_comes_with_the_first_update() {
     let identity = Identity::generate();
     let mut sealer = Sealer::new(&identity.to_public()).unwrap();
-    let first = sealer.update(&[]).unwrap();
-    assert!(first.starts_with(b"age-encryption.org/v1\n"));
+    let mut sent = Sent::sealed();
+    let first = sent.take(sealer.update(&[]).unwrap());
+    assert!(sent.bytes.starts_with(b"age-encryption.org/v1\n"));
+    assert_eq!(sent.tally.digests().plaintext_bytes, 0);
     assert!(sealer.update(&[]).unwrap().is_empty());
     // Less than a chunk: age holds it for the last-chunk flag.
     assert!(sealer.update(&payload(64 * KIB)).unwrap().is_empty());
-    // One more byte: the first chunk is sealed, not flagged last.
-    assert_eq!(sealer.update(b"x").unwrap().len(), SEALED_CHUNK_SIZE);
-    let (tail, digests) = sealer.finish().unwrap();
-    assert_eq!(tail.len(), 1 + 16);
+    // One more byte: the first chunk is sealed, not flagged last, and the
+    // plaintext it completes is exactly that chunk.
+    assert_eq!(sent.take(sealer.update(b"x").unwrap()), SEALED_CHUNK_SIZE);
+    let digests = sent.tally.digests();
+    assert_eq!(digests.plaintext_bytes, 64 * KIB as u64);
+    assert_eq!(digests.plaintext_sha256, sha256(&payload(64 * KIB)));
+    assert_eq!(sent.take(sealer.finish().unwrap()), 1 + 16);
+    let (_, digests) = sent.done();
     assert_eq!(
         digests.ciphertext_bytes,
-        (first.len() + SEALED_CHUNK_SIZE + 17) as u64
+        (first + SEALED_CHUNK_SIZE + 17) as u64
     );
+    assert_eq!(digests.plaintext_bytes, 64 * KIB as u64 + 1);
 }
 
 #[test]
@@ -198,20 +239,25 @@ fn aborted_stream_is_rejected_by_age_and_the_cli() {
     for cut in CUTS {
         let plaintext = payload(cut);
         let mut sealer = Sealer::new(&identity.to_public()).unwrap();
-        let mut ciphertext = Vec::new();
+        let mut sent = Sent::sealed();
         for piece in plaintext.chunks(7 * KIB) {
-            ciphertext.extend_from_slice(&sealer.update(piece).unwrap());
+            sent.take(sealer.update(piece).unwrap());
         }
-        ciphertext.extend_from_slice(&sealer.update(&[]).unwrap());
-        let digests = sealer.abort();
+        sent.take(sealer.update(&[]).unwrap());
+        sealer.abort();
+        let (ciphertext, digests) = sent.done();
+        // The plaintext whose chunks went out: age still holds the last,
+        // possibly full, chunk, which never leaves.
+        let sealed = cut.saturating_sub(1) / CHUNK_SIZE * CHUNK_SIZE;
         assert_eq!(
             digests,
             Digests {
-                plaintext_sha256: sha256(&plaintext),
+                plaintext_sha256: sha256(&plaintext[..sealed]),
                 ciphertext_sha256: sha256(&ciphertext),
-                plaintext_bytes: cut as u64,
+                plaintext_bytes: sealed as u64,
                 ciphertext_bytes: ciphertext.len() as u64,
-            }
+            },
+            "cut at {cut}"
         );
         assert_rejected(&identity, &ciphertext, cut);
     }
@@ -224,7 +270,7 @@ fn dropped_sealer_leaves_a_rejected_stream() {
         let mut ciphertext = Vec::new();
         {
             let mut sealer = Sealer::new(&identity.to_public()).unwrap();
-            ciphertext.extend_from_slice(&sealer.update(&payload(cut)).unwrap());
+            ciphertext.extend_from_slice(&sealer.update(&payload(cut)).unwrap().bytes);
         }
         assert_rejected(&identity, &ciphertext, cut);
     }
@@ -253,12 +299,13 @@ fn memory_stays_bounded_over_64_mib() {
         let mut sealer = Sealer::new(&identity.to_public()).unwrap();
         let mut rest = &plaintext[..];
         let mut ciphertext = Sha256::new();
+        let mut tally = Tally::new(true);
         for &n in pieces.iter().cycle() {
             if rest.is_empty() {
                 break;
             }
             let (piece, tail) = rest.split_at(n.min(rest.len()));
-            let out = sealer.update(piece).unwrap();
+            let out = tally.take(sealer.update(piece).unwrap());
             ciphertext.update(&out);
             assert_eq!(sealer.outbox_capacity(), 0);
             // What one call holds: the ciphertext of what it was handed,
@@ -266,8 +313,8 @@ fn memory_stays_bounded_over_64_mib() {
             assert!(out.len() <= piece.len() + SEALED_CHUNK_SIZE + 256 + piece.len() / 4096);
             rest = tail;
         }
-        let (tail, digests) = sealer.finish().unwrap();
-        ciphertext.update(&tail);
+        ciphertext.update(tally.take(sealer.finish().unwrap()));
+        let digests = tally.digests();
         let ciphertext: [u8; 32] = ciphertext.finalize().into();
         assert_eq!(digests.ciphertext_sha256, ciphertext);
         assert_eq!(digests.plaintext_sha256, sha256(&plaintext));
@@ -293,7 +340,7 @@ fn sealed_len_matches_what_age_writes() {
     ] {
         let expected = sealed_len(sealer.plaintext_bytes(), n).unwrap_or(0);
         assert_eq!(
-            sealer.update(&payload(n)).unwrap().len(),
+            sealer.update(&payload(n)).unwrap().bytes.len(),
             expected,
             "piece {n}"
         );
@@ -315,11 +362,13 @@ fn types_fit_a_tokio_transfer() {
     fn send<T: Send>() {}
     fn error<T: std::error::Error + Send + Sync + 'static>() {}
     send::<Sealer>();
+    send::<Piece>();
+    send::<Tally>();
     error::<SealError>();
     let identity = Identity::generate();
     let sealer = Sealer::new(&identity.to_public()).unwrap();
     assert_eq!(
         format!("{sealer:?}"),
-        "Sealer { plaintext_bytes: 0, ciphertext_bytes: 0, broken: false, .. }"
+        "Sealer { plaintext_bytes: 0, sealed_bytes: 0, broken: false, .. }"
     );
 }
