@@ -65,7 +65,10 @@ fn main() {
         let (ended, _) = broadcast::channel(1024);
         let stop = CancellationToken::new();
         let (connected_tx, mut connected) = mpsc::unbounded_channel();
-        let listener = tokio::spawn(b.listener(ended.clone()).run(stop.clone(), Some(connected_tx)));
+        let listener = tokio::spawn(
+            b.listener(ended.clone(), Arc::new(tokio::sync::Notify::new()))
+                .run(stop.clone(), Some(connected_tx)),
+        );
         connected.recv().await.expect("B listens");
         let mut latencies = Vec::with_capacity(REVOCATIONS);
         for _ in 0..REVOCATIONS {

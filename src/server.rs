@@ -165,6 +165,7 @@ impl Gateway {
             source,
         })?;
         let ended = tokio::sync::broadcast::channel(1024).0;
+        let rearm = Arc::new(tokio::sync::Notify::new());
         // The embedded store, or the shared one with its listener for the
         // grant endings of other replicas.
         let (store, endings): (Arc<dyn Store>, _) = match &config.store {
@@ -177,7 +178,7 @@ impl Gateway {
             ),
             StoreSettings::Postgres(settings) => {
                 let store = PostgresStore::open((**settings).clone(), names.clone()).await?;
-                let endings = store.listener(ended.clone());
+                let endings = store.listener(ended.clone(), rearm.clone());
                 (Arc::new(store), Some(endings))
             }
         };
@@ -188,7 +189,7 @@ impl Gateway {
             names,
             clock: Clock::system(),
             holder: config.jurisdiction.clone(),
-            rearm: Arc::new(tokio::sync::Notify::new()),
+            rearm,
             notices: Arc::new(tokio::sync::Notify::new()),
             ended,
         });

@@ -6,7 +6,9 @@
 //! or a notice are serialised by the database; every audit append locks the
 //! log's head row, so the log has one order. Ending a grant sends a
 //! `NOTIFY` in the same transaction, which [`listen`] turns into the
-//! `ended` announcement on every other replica. While the database cannot
+//! `ended` announcement on every other replica; so does any change of a
+//! grant's due time (issuing, validating), which wakes every replica's
+//! scheduler, so a sunset happens on time while any replica lives. While the database cannot
 //! be reached every call fails with [`StoreError::Backend`]: the gateway
 //! refuses what needs the store (fail closed) and recovers by itself, as
 //! the pool reconnects on the next call.
@@ -39,6 +41,11 @@ mod transfers;
 
 /// The channel grant endings are announced on.
 pub const ENDED_CHANNEL: &str = "xborder_grant_ended";
+
+/// The channel new due times of grants are announced on: a grant issued,
+/// an emergency grant validated. Any transaction that changes when a grant
+/// falls due must notify here, or only its own replica's scheduler knows.
+pub const DUE_CHANNEL: &str = "xborder_grant_due";
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -122,16 +129,28 @@ impl PostgresStore {
         })
     }
 
-    /// The listener that announces other replicas' grant endings (see [`listen`]).
+    /// The listener that announces other replicas' grant endings on
+    /// `ended` and wakes the scheduler through `rearm` when they change a
+    /// grant's due time (see [`listen`]).
     pub fn listener(
         &self,
         ended: tokio::sync::broadcast::Sender<crate::review::GrantEnded>,
+        rearm: Arc<tokio::sync::Notify>,
     ) -> listen::Listener {
         listen::Listener {
             settings: self.settings.clone(),
             origin: self.origin.clone(),
             ended,
+            rearm,
         }
+    }
+
+    /// Tells every replica's scheduler that `grant`'s due time changed:
+    /// delivered when `tx` commits, never before.
+    async fn notify_due(&self, tx: &Tx<'_>, grant: GrantId) -> Result<(), StoreError> {
+        let payload = listen::due_payload(grant, &self.origin);
+        execute(tx, "SELECT pg_notify($1, $2)", &[&DUE_CHANNEL, &payload]).await?;
+        Ok(())
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -333,6 +352,7 @@ impl Store for PostgresStore {
                     Event::grant_issued(&grant, policy, notice_due),
                 )
                 .await?;
+                self.notify_due(&tx, grant.id).await?;
                 Approved::Granted(Box::new(grant))
             }
         })
@@ -409,6 +429,7 @@ impl Store for PostgresStore {
                 },
             )
             .await?;
+            self.notify_due(&tx, id).await?;
             grant.validated_by = Some(by.clone());
             grant
         })

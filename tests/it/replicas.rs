@@ -35,11 +35,16 @@ async fn two_replicas(world: &World, server: &Server) -> (Running, Running, Stri
     let db = format!("t_{}", uuid::Uuid::new_v4().simple());
     create_database(server, &db).await;
     let url = server.url(&db);
-    let stop = CancellationToken::new();
-    let upstream = xborder::upstream_example::spawn(loopback(), stop.clone())
+    // The data service outlives either replica: stopping A leaves B's
+    // streams running (it ends with the test's runtime).
+    let upstream = xborder::upstream_example::spawn(loopback(), CancellationToken::new())
         .await
         .unwrap();
-    let a = Running::start_with(replica_config(world, upstream, &url, "a"), stop.clone()).await;
+    let a = Running::start_with(
+        replica_config(world, upstream, &url, "a"),
+        CancellationToken::new(),
+    )
+    .await;
     let b = Running::start_with(
         replica_config(world, upstream, &url, "b"),
         CancellationToken::new(),
@@ -386,6 +391,68 @@ async fn a_grant_expires_once_although_both_replicas_schedule_it() {
         "one grant_ended, not one per replica"
     );
     a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A grant issued on A falls due while A is stopped: B learned its due time
+/// as it learns endings, so B ends it at its sunset, once, and cuts the
+/// stream it runs under it (before, only the issuing replica's scheduler
+/// knew, and the grant stayed active until A came back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sunset_happens_on_time_while_the_issuing_replica_is_down() {
+    let Some(server) = pg::shared() else { return };
+    let world = World::new();
+    let (a, b, url) = two_replicas(&world, server).await;
+    let police = world.fi_police();
+    let (token, grant) = grant_with(
+        &world,
+        a.border,
+        a.admin,
+        &police,
+        &["content"],
+        json!({ "lifetime": "4s" }),
+    )
+    .await;
+    let (transfer, mut body, _conn) =
+        paused_transfer(&world, b.border, &police, &token, 256 << 20).await;
+    a.shutdown().await;
+
+    let ended = read_to_end(
+        &mut body,
+        Duration::from_secs(15),
+        "B cuts the stream at the sunset while A is down",
+    )
+    .await;
+    assert!(
+        ended.is_some(),
+        "the stream ended cleanly instead of being cut"
+    );
+    let store = shared_store(&url).await;
+    let stored = store.grant(grant.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.state, xborder::grant::GrantState::Expired);
+    let ending = stored.ending.expect("an expired grant records its ending");
+    assert!(
+        ending.at >= stored.expires_at,
+        "ended at {} before its sunset {}",
+        ending.at,
+        stored.expires_at
+    );
+    let receipt = eventually(Duration::from_secs(5), || async {
+        let (status, _, body) = pull_raw(
+            &world,
+            b.border,
+            &police,
+            None,
+            &format!("/v1/transfers/{transfer}/receipt"),
+        )
+        .await;
+        status == StatusCode::OK
+            && serde_json::from_slice::<Value>(&body).unwrap()["receipt"]["incomplete"] == "expired"
+    })
+    .await;
+    assert!(receipt, "B's receipt says the sunset cut the transfer");
+    let entries = checked_log(&store).await;
+    assert_eq!(endings_of(&entries, &grant), 1, "ended once");
     b.shutdown().await;
 }
 

@@ -1,23 +1,29 @@
-//! Grant endings from other replicas: a dedicated connection (outside the
-//! pool, which would hand it to others) that `LISTEN`s on
+//! Grant endings and due times from other replicas: a dedicated connection
+//! (outside the pool, which would hand it to others) that `LISTEN`s on
 //! [`super::ENDED_CHANNEL`] and announces each ending on this replica's
 //! `ended` broadcast, so transfers streaming here under a grant another
-//! replica ended are cut. NOTIFY is sent in the transaction that ends the
-//! grant, so an announcement never precedes the commit.
+//! replica ended are cut; and on [`super::DUE_CHANNEL`], waking this
+//! replica's scheduler when another replica issued or validated a grant, so
+//! the grant's sunset happens on time even when the replica that issued it
+//! is gone by then. NOTIFY is sent in the transaction that makes the change,
+//! so an announcement never precedes the commit.
 //!
 //! Notifications sent while the connection is down are lost; on every
 //! (re)connection, after `LISTEN` is in place, the listener reads the grants
 //! that ended since the connection was lost (less a margin for clock skew)
-//! and announces them all: an ending is announced at least once.
+//! and announces them all, and wakes the scheduler, which re-reads every
+//! due time from the store: an ending is announced at least once, and no
+//! due time is missed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use super::{ENDED_CHANNEL, PostgresSettings};
+use super::{DUE_CHANNEL, ENDED_CHANNEL, PostgresSettings};
 use crate::clock::Timestamp;
 use crate::grant::{Cause, GrantId};
 use crate::review::GrantEnded;
@@ -33,6 +39,18 @@ pub struct Listener {
     pub(super) settings: PostgresSettings,
     pub(super) origin: String,
     pub(super) ended: broadcast::Sender<GrantEnded>,
+    /// Wakes the grant scheduler, which then re-reads the next due time.
+    pub(super) rearm: Arc<Notify>,
+}
+
+/// `<grant id> <origin>`.
+pub(super) fn due_payload(id: GrantId, origin: &str) -> String {
+    format!("{id} {origin}")
+}
+
+fn parse_due(payload: &str) -> Option<(GrantId, &str)> {
+    let (id, origin) = payload.split_once(' ')?;
+    Some((id.parse().ok()?, origin))
 }
 
 /// `<grant id> <cause> <origin>`.
@@ -85,7 +103,10 @@ impl Listener {
             while let Some(message) = messages.next().await {
                 match message {
                     Ok(AsyncMessage::Notification(n)) => {
-                        if tx.send(n.payload().to_owned()).is_err() {
+                        if tx
+                            .send((n.channel().to_owned(), n.payload().to_owned()))
+                            .is_err()
+                        {
                             return Ok(());
                         }
                     }
@@ -96,7 +117,7 @@ impl Listener {
             Ok(())
         });
         client
-            .batch_execute(&format!("LISTEN {ENDED_CHANNEL}"))
+            .batch_execute(&format!("LISTEN {ENDED_CHANNEL}; LISTEN {DUE_CHANNEL}"))
             .await?;
         let since = lost_at
             .take()
@@ -118,11 +139,24 @@ impl Listener {
                 });
             }
         }
-        tracing::info!("listening for grant endings on other replicas");
+        // Due times set while the connection was down: the scheduler re-reads them all.
+        self.rearm.notify_one();
+        tracing::info!("listening for grant endings and due times on other replicas");
         if let Some(connected) = connected {
             let _ = connected.send(());
         }
-        while let Some(payload) = notifications.recv().await {
+        while let Some((channel, payload)) = notifications.recv().await {
+            if channel == DUE_CHANNEL {
+                match parse_due(&payload) {
+                    Some((_, origin)) if origin == self.origin => {}
+                    Some((id, _)) => {
+                        tracing::debug!(grant_id = %id, "a grant's due time changed on another replica");
+                        self.rearm.notify_one();
+                    }
+                    None => tracing::warn!(payload, "a due time this gateway cannot read"),
+                }
+                continue;
+            }
             match parse(&payload) {
                 Some((_, _, origin)) if origin == self.origin => {}
                 Some((id, cause, _)) => {
@@ -154,5 +188,7 @@ mod tests {
         let text = payload(id, Cause::Manual, "abc");
         assert_eq!(parse(&text), Some((id, Cause::Manual, "abc")));
         assert_eq!(parse("nonsense"), None);
+        assert_eq!(parse_due(&due_payload(id, "abc")), Some((id, "abc")));
+        assert_eq!(parse_due("nonsense here"), None);
     }
 }
