@@ -537,14 +537,20 @@ pub fn load_tokens(config: &Config) -> Result<Tokens, ConfigErrors> {
     ))
 }
 
-/// The key that signs tree heads and the key that pseudonymises targets.
+/// The key that signs tree heads and the key that pseudonymises targets;
+/// the problems of both, if any.
 pub fn load_audit_keys(config: &Config) -> Result<(LogKey, Pseudonymiser), ConfigErrors> {
     let files = &config.audit;
     let log_key = LogKey::load(&files.signing_key, &files.origin)
-        .map_err(|e| ConfigErrors(vec![config.error("audit.signing_key", e.to_string())]))?;
+        .map_err(|e| config.error("audit.signing_key", e.to_string()));
     let names = Pseudonymiser::from_file(&files.pseudonym_key)
-        .map_err(|e| ConfigErrors(vec![config.error("audit.pseudonym_key", e.to_string())]))?;
-    Ok((log_key, names))
+        .map_err(|e| config.error("audit.pseudonym_key", e.to_string()));
+    match (log_key, names) {
+        (Ok(log_key), Ok(names)) => Ok((log_key, names)),
+        (log_key, names) => Err(ConfigErrors(
+            [log_key.err(), names.err()].into_iter().flatten().collect(),
+        )),
+    }
 }
 
 /// The entry that opens each run: what the gateway started with.

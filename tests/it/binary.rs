@@ -88,6 +88,56 @@ fn config_check_names_every_bad_key_and_its_file() {
     }
 }
 
+/// Issue 15 (5): a bad value elsewhere must not hide a missing file; the
+/// operator sees every problem on the first run.
+#[test]
+fn config_check_reports_bad_values_and_missing_files_together() {
+    let world = World::new();
+    let good = world.config_text("127.0.0.1:9".parse().unwrap());
+    let bad = good
+        .replace("[listeners]", "colour = \"red\"\n[listeners]")
+        .replace("idle = \"2s\"", "idle = \"2 fortnights-ish\"")
+        .replace(
+            "certificate = \"gateway.pem\"",
+            "certificate = \"missing-gateway.pem\"",
+        )
+        .replace(
+            "pseudonym_key = \"audit-pseudonym.key\"",
+            "pseudonym_key = \"missing-pseudonym.key\"",
+        );
+    world.write("ee/three.toml", &bad);
+    let (ok, stderr) = check(&world.path("ee/three.toml"));
+    assert!(!ok);
+    let file = world.path("ee/three.toml").display().to_string();
+    for needle in [
+        "`colour`: unknown key",
+        "`timeouts.idle`: `2 fortnights-ish` is not a duration",
+        "`identity.certificate`: ",
+        "`audit.pseudonym_key`: ",
+    ] {
+        assert!(
+            stderr.contains(&format!("{file}: {needle}")),
+            "missing {needle:?} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("missing-gateway.pem"), "{stderr}");
+    assert!(stderr.contains("missing-pseudonym.key"), "{stderr}");
+    assert!(stderr.contains("has 4 problem(s)"), "{stderr}");
+
+    // Without a jurisdiction there is nothing to check files against: say so.
+    world.write(
+        "ee/nowhere.toml",
+        &good.replace("jurisdiction = \"EE\"", "jurisdiction = \"Narnia\""),
+    );
+    let (ok, stderr) = check(&world.path("ee/nowhere.toml"));
+    assert!(!ok);
+    assert!(stderr.contains("`jurisdiction`: "), "{stderr}");
+    assert!(
+        stderr.contains("the files it names were not checked"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn serve_exits_on_a_bad_config_before_binding_any_port() {
     let world = World::new();
