@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::category::Category;
 use crate::identity::{Jurisdiction, SpiffeId, TrustDomain};
 use crate::policy::{PairPolicy, Policies, RawPairPolicy};
+use crate::report::Epsilon;
 use crate::review::Role;
 
 /// A validated gateway configuration.
@@ -84,7 +85,8 @@ pub struct AuditFiles {
 pub struct ReportSettings {
     /// Counts below this (and above zero) are suppressed; 0 or 1: none are.
     pub k_anonymity: u64,
-    /// Laplace noise of scale 1/epsilon on each count; `None`: no noise.
+    /// Discrete Laplace noise of scale 1/epsilon on each count, within
+    /// [`Epsilon::MIN`]..=[`Epsilon::MAX`]; `None`: no noise.
     pub epsilon: Option<f64>,
 }
 
@@ -590,13 +592,15 @@ impl Validator<'_> {
             settings.k_anonymity = k;
         }
         if let Some(epsilon) = raw.epsilon {
-            if epsilon.is_finite() && epsilon > 0.0 {
-                settings.epsilon = Some(epsilon);
-            } else {
-                self.errors.push(
+            match Epsilon::new(epsilon) {
+                Some(_) => settings.epsilon = Some(epsilon),
+                None => self.errors.push(
                     "reports.epsilon",
-                    format!("{epsilon} is not a positive number (leave it out for no noise)"),
-                );
+                    format!(
+                        "{} (leave it out for no noise)",
+                        crate::report::epsilon_range_problem(&epsilon.to_string())
+                    ),
+                ),
             }
         }
         settings

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::grant::token::TokenError;
 use crate::policy::Finding;
+use crate::report::Epsilon;
 use crate::request::{FieldError, RequestId};
 use crate::server::Body;
 
@@ -43,6 +44,8 @@ pub enum Problem {
     BodyTooLarge(usize),
     #[error("the request has invalid fields")]
     InvalidRequest(Vec<FieldError>),
+    #[error("epsilon must lie within {} ≤ ε ≤ {}", Epsilon::MIN, Epsilon::MAX)]
+    EpsilonOutOfRange(Vec<FieldError>),
     #[error("the request is refused by policy")]
     PolicyRefused {
         request_id: RequestId,
@@ -115,6 +118,9 @@ impl Problem {
             Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json", Downstream),
             Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", Downstream),
             Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", Downstream),
+            Self::EpsilonOutOfRange(_) => {
+                (StatusCode::BAD_REQUEST, "epsilon_out_of_range", Downstream)
+            }
             Self::PolicyRefused { .. } => (StatusCode::FORBIDDEN, "policy_refused", Downstream),
             Self::RequestNotFound => (StatusCode::NOT_FOUND, "request_not_found", Downstream),
             Self::GrantNotFound => (StatusCode::NOT_FOUND, "grant_not_found", Downstream),
@@ -179,6 +185,11 @@ impl Problem {
     fn extensions(&self) -> Vec<(&'static str, Value)> {
         match self {
             Self::InvalidRequest(errors) => vec![("errors", json!(errors))],
+            Self::EpsilonOutOfRange(errors) => vec![
+                ("errors", json!(errors)),
+                ("minimum", json!(Epsilon::MIN)),
+                ("maximum", json!(Epsilon::MAX)),
+            ],
             Self::PolicyRefused {
                 request_id,
                 findings,
