@@ -226,8 +226,18 @@ impl Gateway {
         metrics::register_build_info(&registry)?;
         metrics::register_process(&registry)?;
         let listener_metrics = ListenerMetrics::register(&registry)?;
+        listener_metrics.known_listeners(
+            std::iter::once(Listener::Border)
+                .chain(config.listeners.admin.map(|_| Listener::Admin))
+                .map(Listener::name),
+        );
         let transfer_metrics = TransferMetrics::register(&registry)?;
-        transfer_metrics.known_jurisdictions(config.policies.pairs().map(|p| &p.requester));
+        let known: std::collections::BTreeSet<&Jurisdiction> = config
+            .trust
+            .keys()
+            .chain(config.policies.pairs().map(|p| &p.requester))
+            .collect();
+        transfer_metrics.known_jurisdictions(known);
         let grant_metrics = GrantMetrics::register(&registry)?;
         let store_metrics = StoreMetrics::register(&registry)?;
         let certificate_metrics = CertificateMetrics::register(&registry)?;
