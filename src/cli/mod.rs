@@ -73,7 +73,13 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let level = match &cli.command {
+        // The demo tells a story on stdout; the gateway's INFO lines on
+        // stderr would interleave with it.
+        Command::Demo(args) => args.log_level(),
+        _ => "info",
+    };
+    init_logging(cli.log_format, level);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Config(cmd) => config::run(cmd),
@@ -96,10 +102,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` refines the level (default `info`).
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr; `RUST_LOG` refines the level (default `level`).
+fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -380,13 +380,28 @@ async fn sighup_reloads_certificates_at_once() {
 
 #[test]
 fn the_demo_walks_through_and_exits_zero() {
-    let out = Command::new(BIN).arg("demo").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The story alone: no gateway log lines on stdout, and none below WARN
+    // on stderr to interleave with it on a terminal (issue 15, 10).
+    for (name, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        assert!(
+            !text.contains("INFO") && !text.contains("DEBUG"),
+            "log lines on {name}:\n{text}"
+        );
+    }
+    for n in 1..=12 {
+        assert!(
+            stdout.contains(&format!("\n{n}. ")),
+            "no step {n} in:\n{stdout}"
+        );
+    }
     for step in [
         "without a grant -> 401 Unauthorized \"token_missing\"",
         "POST /v1/requests -> 403 Forbidden \"policy_refused\"",
@@ -406,6 +421,22 @@ fn the_demo_walks_through_and_exits_zero() {
     ] {
         assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
     }
+}
+
+/// `--verbose` brings the gateway's own INFO lines back, on stderr only.
+#[test]
+fn the_demo_shows_the_gateway_log_when_verbose() {
+    let out = Command::new(BIN)
+        .args(["demo", "--verbose"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("INFO"), "{stderr}");
+    assert!(!stdout.contains("INFO"), "{stdout}");
+    assert!(stdout.contains("Demo finished"), "{stdout}");
 }
 
 /// The example configs in `config/` stay in step with the schema and with `certs/`.
