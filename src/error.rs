@@ -265,3 +265,23 @@ impl From<crate::review::ReviewError> for Problem {
         }
     }
 }
+
+/// An error and its causes on one line, each cause once: a cause whose text
+/// the previous one already contains (an error that prints its source, as
+/// many do) is skipped, so `UnknownIssuer` is not said three times. The one
+/// place that prints an error chain, for the CLI and the client.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut previous = out.clone();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.is_empty() && !previous.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        previous = text;
+        source = cause.source();
+    }
+    out
+}

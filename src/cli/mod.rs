@@ -96,7 +96,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", crate::error::chain(&*err));
             ExitCode::FAILURE
         }
     }
