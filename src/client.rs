@@ -6,15 +6,18 @@
 //! else HTTP/1.1.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::ClientConfig;
+use rustls::{AlertDescription, ClientConfig};
 use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -41,6 +44,12 @@ pub enum ClientError {
     Http(#[from] hyper::Error),
     #[error("connection closed by the server: {0}")]
     Closed(String),
+    /// The server refused our client certificate with a TLS alert (under
+    /// TLS 1.3 it arrives after the handshake, on the first exchange).
+    #[error(
+        "the server refused this client certificate (TLS alert {0:?}; the server's log says why)"
+    )]
+    CertificateRefused(AlertDescription),
     #[error("`{0}` is not a valid server name")]
     ServerName(String),
 }
@@ -57,6 +66,8 @@ pub struct Connection {
     /// Why the connection ended, once it has: a refusal by the server shows
     /// up here (under TLS 1.3 a client learns of it only on its first read).
     ended: tokio::sync::watch::Receiver<Option<String>>,
+    /// A TLS alert the server sent, once it has.
+    alert: Arc<OnceLock<AlertDescription>>,
     server_certificate: Option<CertificateDer<'static>>,
 }
 
@@ -85,7 +96,13 @@ impl BorderClient {
         let tls = TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(|source| ClientError::Handshake { addr, source })?;
+            .map_err(
+                |source| match alert_in(&source).filter(refuses_certificate) {
+                    // TLS 1.2: the refusal ends the handshake itself.
+                    Some(alert) => ClientError::CertificateRefused(alert),
+                    None => ClientError::Handshake { addr, source },
+                },
+            )?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let server_certificate = tls
             .get_ref()
@@ -93,12 +110,16 @@ impl BorderClient {
             .peer_certificates()
             .and_then(|certs| certs.first())
             .map(|cert| cert.clone().into_owned());
-        let io = TokioIo::new(tls);
+        let alert = Arc::new(OnceLock::new());
+        let io = TokioIo::new(Alerts {
+            inner: tls,
+            alert: alert.clone(),
+        });
         let (ended_tx, ended) = tokio::sync::watch::channel(None);
         let report = move |result: Result<(), hyper::Error>| {
             let why = match result {
                 Ok(()) => "closed".to_owned(),
-                Err(e) => error_chain(&e),
+                Err(e) => crate::error::chain(&e),
             };
             ended_tx.send_replace(Some(why));
         };
@@ -115,6 +136,7 @@ impl BorderClient {
         Ok(Connection {
             sender,
             ended,
+            alert,
             server_certificate,
         })
     }
@@ -131,9 +153,15 @@ impl Connection {
             Err(e) => {
                 // Prefer the connection's own reason (a TLS alert) to "channel closed".
                 let wait = self.ended.wait_for(Option::is_some);
-                match tokio::time::timeout(std::time::Duration::from_secs(1), wait).await {
-                    Ok(Ok(why)) => Err(ClientError::Closed(why.clone().unwrap_or_default())),
-                    _ => Err(e),
+                let why = match tokio::time::timeout(std::time::Duration::from_secs(1), wait).await
+                {
+                    Ok(Ok(why)) => Some(why.clone().unwrap_or_default()),
+                    _ => None,
+                };
+                match (self.alert.get().copied().filter(refuses_certificate), why) {
+                    (Some(alert), _) => Err(ClientError::CertificateRefused(alert)),
+                    (None, Some(why)) => Err(ClientError::Closed(why)),
+                    (None, None) => Err(e),
                 }
             }
         }
@@ -179,15 +207,127 @@ impl Connection {
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
+/// The TLS alert an I/O error from rustls carries, if it is one.
+fn alert_in(error: &std::io::Error) -> Option<AlertDescription> {
+    match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => Some(*alert),
+        _ => None,
     }
-    out
+}
+
+/// The alerts a server sends when it will not accept a client certificate.
+fn refuses_certificate(alert: &AlertDescription) -> bool {
+    matches!(
+        alert,
+        AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::AccessDenied
+            | AlertDescription::CertificateRequired
+            | AlertDescription::DecryptError
+    )
+}
+
+/// A TLS stream that keeps the alert a server sent. A server that refuses
+/// our certificate under TLS 1.3 sends an alert and closes; if our first
+/// write fails on the closed socket before anything was read, the alert
+/// still waits in the receive buffer: read it, so the error says why rather
+/// than "broken pipe".
+struct Alerts<T> {
+    inner: T,
+    alert: Arc<OnceLock<AlertDescription>>,
+}
+
+impl<T: AsyncRead + Unpin> Alerts<T> {
+    fn keep(&self, error: &std::io::Error) {
+        if let Some(alert) = alert_in(error) {
+            let _ = self.alert.set(alert);
+        }
+    }
+
+    /// After a failed write: the alert waiting to be read, as the error.
+    /// `Pending` until the socket has been seen readable: it will be, as
+    /// the server has closed it (EOF, the alert, or a reset are all
+    /// readiness), and the write is tried again then.
+    fn pending_alert(
+        &mut self,
+        cx: &mut Context<'_>,
+        error: std::io::Error,
+    ) -> Poll<std::io::Error> {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        if !matches!(
+            error.kind(),
+            BrokenPipe | ConnectionReset | ConnectionAborted
+        ) {
+            return Poll::Ready(error);
+        }
+        let mut scratch = [0u8; 256];
+        let mut buf = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+            Poll::Ready(Err(read)) if alert_in(&read).is_some() => {
+                self.keep(&read);
+                Poll::Ready(read)
+            }
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(error),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Alerts<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Err(e)) = &result {
+            self.keep(e);
+        }
+        result
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Alerts<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Err(e)) => self.pending_alert(cx, e).map(Err),
+            other => other,
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Err(e)) => self.pending_alert(cx, e).map(Err),
+            other => other,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(Err(e)) => self.pending_alert(cx, e).map(Err),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Reads a whole response body; for small bodies (JSON, problems) only.

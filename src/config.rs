@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::category::Category;
 use crate::identity::{Jurisdiction, SpiffeId, TrustDomain};
 use crate::policy::{PairPolicy, Policies, RawPairPolicy};
+use crate::report::Epsilon;
 use crate::review::Role;
 
 /// A validated gateway configuration.
@@ -84,7 +85,8 @@ pub struct AuditFiles {
 pub struct ReportSettings {
     /// Counts below this (and above zero) are suppressed; 0 or 1: none are.
     pub k_anonymity: u64,
-    /// Laplace noise of scale 1/epsilon on each count; `None`: no noise.
+    /// Discrete Laplace noise of scale 1/epsilon on each count, within
+    /// [`Epsilon::MIN`]..=[`Epsilon::MAX`]; `None`: no noise.
     pub epsilon: Option<f64>,
 }
 
@@ -203,6 +205,9 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     }
 }
 
+/// How often certificate, key and CRL files are checked unless `reload.interval` says.
+const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Paths the gateway serves itself; routes may not shadow them.
 const RESERVED_PREFIXES: [&str; 3] = ["/v1/requests", "/v1/transfers", "/v1/keys"];
 
@@ -249,21 +254,55 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// What validating a file found: every problem, and a configuration whenever
+/// the file had enough in it to build one. Where a value was bad its default
+/// stands in, so the configuration is only fit for checking the files it
+/// names (`xborder config check`), never for serving: [`Config::load`] and
+/// [`Config::parse`] refuse it whenever `errors` is not empty.
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Option<Config>,
+    pub errors: Vec<ConfigError>,
+}
+
+impl Checked {
+    fn into_result(self) -> Result<Config, ConfigErrors> {
+        match self.config {
+            Some(config) if self.errors.is_empty() => Ok(config),
+            _ => Err(ConfigErrors(self.errors)),
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates `file`, reporting every problem found.
     pub fn load(file: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: file.to_owned(),
-                key: String::new(),
-                problem: format!("cannot read: {e}"),
-            }])
-        })?;
-        Self::parse(file, &text)
+        Self::check(file).into_result()
+    }
+
+    /// Reads and validates `file`; every problem, and the configuration as far
+    /// as it could be built (see [`Checked`]).
+    pub fn check(file: &Path) -> Checked {
+        match std::fs::read_to_string(file) {
+            Ok(text) => Self::check_text(file, &text),
+            Err(e) => Checked {
+                config: None,
+                errors: vec![ConfigError {
+                    file: file.to_owned(),
+                    key: String::new(),
+                    problem: format!("cannot read: {e}"),
+                }],
+            },
+        }
     }
 
     /// Validates `text` as if read from `file` (which anchors relative paths).
     pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        Self::check_text(file, text).into_result()
+    }
+
+    /// [`Self::parse`], keeping the configuration as far as it could be built.
+    pub fn check_text(file: &Path, text: &str) -> Checked {
         let mut errors = Errors {
             file: file.to_owned(),
             list: Vec::new(),
@@ -281,7 +320,10 @@ impl Config {
             Ok(raw) => raw,
             Err(e) => {
                 errors.push("", e.to_string().trim_end());
-                return Err(ConfigErrors(errors.list));
+                return Checked {
+                    config: None,
+                    errors: errors.list,
+                };
             }
         };
         let base = file.parent().unwrap_or(Path::new("."));
@@ -290,12 +332,12 @@ impl Config {
             errors: &mut errors,
         }
         .config(raw);
-        match config {
-            Some(config) if errors.list.is_empty() => Ok(Config {
+        Checked {
+            config: config.map(|config| Config {
                 file: file.to_owned(),
                 ..config
             }),
-            _ => Err(ConfigErrors(errors.list)),
+            errors: errors.list,
         }
     }
 
@@ -359,7 +401,7 @@ impl Validator<'_> {
         let reload_interval = raw
             .reload
             .and_then(|r| r.interval)
-            .map_or(Some(Duration::from_secs(5)), |s| {
+            .map_or(Some(DEFAULT_RELOAD_INTERVAL), |s| {
                 self.duration("reload.interval", &s)
             });
         let trust = self.trust(raw.trust);
@@ -394,22 +436,26 @@ impl Validator<'_> {
                 "the admin listener needs a trust anchor for our own jurisdiction",
             );
         }
+        // A bad value has been reported by now; where it has a default, the
+        // default stands in, so that the files the rest names can still be
+        // checked (see `Checked`). Without a jurisdiction, a border address or
+        // the token and audit tables there is nothing to check them against.
         Some(Config {
             file: PathBuf::new(),
             jurisdiction: jurisdiction?,
             data_dir: self.path(&raw.data_dir),
             listeners: listeners?,
             identity,
-            timeouts: timeouts?,
-            reload_interval: reload_interval?,
+            timeouts: timeouts.unwrap_or_default(),
+            reload_interval: reload_interval.unwrap_or(DEFAULT_RELOAD_INTERVAL),
             trust,
             admins,
             routes,
             tokens: tokens?,
             audit: audit?,
             reports,
-            notify: notify?,
-            store: store?,
+            notify: notify.unwrap_or_default(),
+            store: store.unwrap_or_default(),
             policies,
             peers,
         })
@@ -491,7 +537,8 @@ impl Validator<'_> {
             verify_keys: raw.verify_keys.iter().map(|p| self.path(p)).collect(),
             audience: raw.audience.unwrap_or_else(|| issuer.clone()),
             issuer,
-            leeway: leeway?,
+            // A bad leeway is reported; none stands in for it.
+            leeway: leeway.unwrap_or_default(),
         })
     }
 
@@ -551,13 +598,15 @@ impl Validator<'_> {
             settings.k_anonymity = k;
         }
         if let Some(epsilon) = raw.epsilon {
-            if epsilon.is_finite() && epsilon > 0.0 {
-                settings.epsilon = Some(epsilon);
-            } else {
-                self.errors.push(
+            match Epsilon::new(epsilon) {
+                Some(_) => settings.epsilon = Some(epsilon),
+                None => self.errors.push(
                     "reports.epsilon",
-                    format!("{epsilon} is not a positive number (leave it out for no noise)"),
-                );
+                    format!(
+                        "{} (leave it out for no noise)",
+                        crate::report::epsilon_range_problem(&epsilon.to_string())
+                    ),
+                ),
             }
         }
         settings
@@ -652,11 +701,12 @@ impl Validator<'_> {
                 );
             }
         }
+        // A bad optional address is reported; that listener is left out.
         Some(Listeners {
             border: border?,
-            admin: admin.map(|a| a.ok_or(())).transpose().ok()?,
-            ops: ops.map(|a| a.ok_or(())).transpose().ok()?,
-            local: local.map(|a| a.ok_or(())).transpose().ok()?,
+            admin: admin.flatten(),
+            ops: ops.flatten(),
+            local: local.flatten(),
         })
     }
 

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::grant::token::TokenError;
 use crate::policy::Finding;
+use crate::report::Epsilon;
 use crate::request::{FieldError, RequestId};
 use crate::server::Body;
 
@@ -46,6 +47,8 @@ pub enum Problem {
     BodyTooLarge(usize),
     #[error("the request has invalid fields")]
     InvalidRequest(Vec<FieldError>),
+    #[error("epsilon must lie within {} ≤ ε ≤ {}", Epsilon::MIN, Epsilon::MAX)]
+    EpsilonOutOfRange(Vec<FieldError>),
     #[error("the request is refused by policy")]
     PolicyRefused {
         request_id: RequestId,
@@ -126,6 +129,9 @@ impl Problem {
             Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json", Downstream),
             Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", Downstream),
             Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", Downstream),
+            Self::EpsilonOutOfRange(_) => {
+                (StatusCode::BAD_REQUEST, "epsilon_out_of_range", Downstream)
+            }
             Self::PolicyRefused { .. } => (StatusCode::FORBIDDEN, "policy_refused", Downstream),
             Self::RequestNotFound => (StatusCode::NOT_FOUND, "request_not_found", Downstream),
             Self::GrantNotFound => (StatusCode::NOT_FOUND, "grant_not_found", Downstream),
@@ -200,6 +206,11 @@ impl Problem {
     fn extensions(&self) -> Vec<(&'static str, Value)> {
         match self {
             Self::InvalidRequest(errors) => vec![("errors", json!(errors))],
+            Self::EpsilonOutOfRange(errors) => vec![
+                ("errors", json!(errors)),
+                ("minimum", json!(Epsilon::MIN)),
+                ("maximum", json!(Epsilon::MAX)),
+            ],
             Self::PolicyRefused {
                 request_id,
                 findings,
@@ -279,4 +290,24 @@ impl From<crate::review::ReviewError> for Problem {
             E::Store(e) => Self::StoreUnavailable(Box::new(e)),
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text
+/// the previous one already contains (an error that prints its source, as
+/// many do) is skipped, so `UnknownIssuer` is not said three times. The one
+/// place that prints an error chain, for the CLI and the client.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut previous = out.clone();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.is_empty() && !previous.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        previous = text;
+        source = cause.source();
+    }
+    out
 }

@@ -47,7 +47,23 @@ impl ListenerMetrics {
             open_connections,
         })
     }
+
+    /// Starts every series of the listeners the gateway serves at zero, so a
+    /// fresh gateway already answers the handshake-failure alert's ratio and
+    /// the dashboard: each listener × result (ok, refused, timeout), and its
+    /// open connections.
+    pub fn known_listeners<'a>(&self, listeners: impl IntoIterator<Item = &'a str>) {
+        for listener in listeners {
+            for result in HANDSHAKE_RESULTS {
+                self.handshakes.with_label_values(&[listener, result]);
+            }
+            self.open_connections.with_label_values(&[listener]);
+        }
+    }
 }
+
+/// Every `result` of a TLS handshake.
+pub const HANDSHAKE_RESULTS: [&str; 3] = ["ok", "refused", "timeout"];
 
 /// `xborder_build_info{version} 1`.
 pub fn register_build_info(registry: &Registry) -> prometheus::Result<()> {
@@ -121,6 +137,22 @@ const DURATION_BUCKETS: [f64; 18] = [
 /// Token verification buckets, 10 µs … 10 ms.
 const VERIFY_BUCKETS: [f64; 10] = [
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+];
+
+/// The refusal codes whose `xborder_transfers_total` series exist from the
+/// start: a grant's state and scope, the token's binding, rate limits and
+/// policy — what an operator watches (the dashboard's refusal panel).
+pub const REFUSAL_CODES: [&str; 10] = [
+    "token_missing",
+    "token_not_bound",
+    "grant_revoked",
+    "grant_expired",
+    "grant_exhausted",
+    "scope_category",
+    "scope_target",
+    "scope_period",
+    "rate_limited",
+    "policy_withdrawn",
 ];
 
 /// Metrics of transfers: the border's refusals and the movers' endings.
@@ -198,14 +230,32 @@ impl TransferMetrics {
     }
 
     /// Starts the per-jurisdiction series at zero for the peers the
-    /// configuration knows, so dashboards see them before the first event.
+    /// configuration knows, so dashboards and `absent()`-style alerts see
+    /// them before the first event. Per jurisdiction (the trust anchors' and
+    /// the policies' requesters): `xborder_rate_limited_total`, and
+    /// `xborder_transfers_total` for `complete`/`ok`, `incomplete` × every
+    /// cause, and `refused` × [`REFUSAL_CODES`] — about twenty series each.
+    /// Other refusal codes (a malformed token, say) appear on first use.
     pub fn known_jurisdictions<'a>(
         &self,
         jurisdictions: impl IntoIterator<Item = &'a Jurisdiction>,
     ) {
         for jurisdiction in jurisdictions {
-            self.rate_limited
-                .with_label_values(&[jurisdiction.as_str()]);
+            let j = jurisdiction.as_str();
+            self.rate_limited.with_label_values(&[j]);
+            self.transfers
+                .with_label_values(&[j, Outcome::Complete.as_str(), CODE_OK]);
+            for cause in Incomplete::ALL {
+                self.transfers.with_label_values(&[
+                    j,
+                    Outcome::Incomplete.as_str(),
+                    cause.as_str(),
+                ]);
+            }
+            for code in REFUSAL_CODES {
+                self.transfers
+                    .with_label_values(&[j, Outcome::Refused.as_str(), code]);
+            }
         }
     }
 

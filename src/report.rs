@@ -39,9 +39,11 @@
 //!   report of an overlapping or adjacent period, or with the same report
 //!   before and after one more request — can reveal a suppressed count
 //!   exactly. Suppression alone is no formal privacy guarantee.
-//! - **Laplace noise** (off by default; on with an [`Epsilon`]): each count,
-//!   zeros included, gets noise drawn from Laplace(0, 1/ε), is rounded and
-//!   clamped at 0, and only then suppressed. One event (a request in one
+//! - **Discrete Laplace noise** (off by default; on with an [`Epsilon`],
+//!   0.01 ≤ ε ≤ 10): each count, zeros included, gets an integer noise drawn
+//!   from the discrete Laplace distribution of scale 1/ε, is clamped at 0
+//!   (a count never shows negative, and never wraps past 2⁶⁴ − 1), and only
+//!   then suppressed. One event (a request in one
 //!   category, one grant ending, one transfer) changes one count by 1, so
 //!   each published count is ε-differentially private for that event.
 //!   *Protects*: whether any single request, ending or transfer is in a
@@ -56,11 +58,27 @@
 //!   bytes are not differentially private (one transfer's size has no bound),
 //!   so with noise on they are **withheld**, not published.
 //!
-//! Noise is drawn by inverse CDF from a caller-supplied [`rand::Rng`], so
-//! tests are deterministic; the gateway uses a CSPRNG. Outputs are rounded
-//! to integers, which hides the low-order float bits that attacks on naive
-//! floating-point Laplace samplers read.
+//! # The noise and its range
+//!
+//! The noise is drawn exactly, with integers and fair coins only
+//! ([`discrete_laplace`]): `P(x) = (1 − p)/(1 + p) · p^|x|` with
+//! `p = exp(−ε)`, mean 0, variance `2p/(1 − p)²`. It follows Canonne, Kamath
+//! and Steinke, "The Discrete Gaussian for Differential Privacy" (2020),
+//! Algorithms 1 and 2, with ε taken as the exact fraction its `f64` is. A
+//! floating-point Laplace sample rounded to an integer is not used: its
+//! distribution has gaps and float artefacts that leak the exact count
+//! (Mironov, "On Significance of the Least Significant Bits for Differential
+//! Privacy", 2012), and at tiny ε it overflows (ε = 1e-300 once showed every
+//! count as 2⁶⁴ − 1).
+//!
+//! ε must lie within [`Epsilon::MIN`] (0.01, noise of scale 100) and
+//! [`Epsilon::MAX`] (10, noise that is 0 in all but about one draw in 11 000); the
+//! CLI's `--epsilon`, the config's `reports.epsilon` and the admin API's
+//! `epsilon` parameter (problem code `epsilon_out_of_range`) refuse anything
+//! else. Noise comes from a caller-supplied [`rand::Rng`], so tests are
+//! deterministic; the gateway uses a CSPRNG.
 
+mod noise;
 mod publish;
 mod query;
 mod render;
@@ -73,9 +91,9 @@ use crate::grant::GrantId;
 use crate::request::RequestId;
 use crate::transfer::receipt::TransferId;
 
+pub use noise::{Epsilon, discrete_laplace, noisy_count, range_problem as epsilon_range_problem};
 pub use publish::{
-    Cell, Epsilon, Publication, Published, PublishedEndings, PublishedRequests, PublishedTransfers,
-    laplace,
+    Cell, Publication, Published, PublishedEndings, PublishedRequests, PublishedTransfers,
 };
 pub use query::{ADMIN_PATH, Format, ReportQuery, ReportQueryError, render};
 

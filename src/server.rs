@@ -227,8 +227,18 @@ impl Gateway {
         metrics::register_build_info(&registry)?;
         metrics::register_process(&registry)?;
         let listener_metrics = ListenerMetrics::register(&registry)?;
+        listener_metrics.known_listeners(
+            std::iter::once(Listener::Border)
+                .chain(config.listeners.admin.map(|_| Listener::Admin))
+                .map(Listener::name),
+        );
         let transfer_metrics = TransferMetrics::register(&registry)?;
-        transfer_metrics.known_jurisdictions(config.policies.pairs().map(|p| &p.requester));
+        let known: std::collections::BTreeSet<&Jurisdiction> = config
+            .trust
+            .keys()
+            .chain(config.policies.pairs().map(|p| &p.requester))
+            .collect();
+        transfer_metrics.known_jurisdictions(known);
         let grant_metrics = GrantMetrics::register(&registry)?;
         let store_metrics = StoreMetrics::register(&registry)?;
         let certificate_metrics = CertificateMetrics::register(&registry)?;
@@ -538,14 +548,20 @@ pub fn load_tokens(config: &Config) -> Result<Tokens, ConfigErrors> {
     ))
 }
 
-/// The key that signs tree heads and the key that pseudonymises targets.
+/// The key that signs tree heads and the key that pseudonymises targets;
+/// the problems of both, if any.
 pub fn load_audit_keys(config: &Config) -> Result<(LogKey, Pseudonymiser), ConfigErrors> {
     let files = &config.audit;
     let log_key = LogKey::load(&files.signing_key, &files.origin)
-        .map_err(|e| ConfigErrors(vec![config.error("audit.signing_key", e.to_string())]))?;
+        .map_err(|e| config.error("audit.signing_key", e.to_string()));
     let names = Pseudonymiser::from_file(&files.pseudonym_key)
-        .map_err(|e| ConfigErrors(vec![config.error("audit.pseudonym_key", e.to_string())]))?;
-    Ok((log_key, names))
+        .map_err(|e| config.error("audit.pseudonym_key", e.to_string()));
+    match (log_key, names) {
+        (Ok(log_key), Ok(names)) => Ok((log_key, names)),
+        (log_key, names) => Err(ConfigErrors(
+            [log_key.err(), names.err()].into_iter().flatten().collect(),
+        )),
+    }
 }
 
 /// The entry that opens each run: what the gateway started with.

@@ -58,9 +58,21 @@ pub enum AdminError {
         #[source]
         source: ClientError,
     },
+    /// The admin listener would not take our certificate: another trust
+    /// domain, an unknown or rogue CA, expired or revoked.
+    #[error(
+        "the admin listener at {addr} refused this client certificate: it answered with the \
+         TLS alert {alert:?} (the gateway's log says why); --cert (XBORDER_CERT) must be \
+         issued by the gateway's own jurisdiction's CA, in its trust domain, unexpired and \
+         not revoked"
+    )]
+    CertificateRefused {
+        addr: String,
+        alert: rustls::AlertDescription,
+    },
     /// The gateway refused, with a problem+json answer.
     #[error("{0}")]
-    Problem(ProblemAnswer),
+    Problem(Box<ProblemAnswer>),
     /// An answer that is neither the expected JSON nor a problem.
     #[error("unexpected answer from the admin listener ({status}): {body}")]
     Unexpected { status: StatusCode, body: String },
@@ -76,6 +88,9 @@ pub struct ProblemAnswer {
     #[serde(default)]
     pub findings: Vec<Finding>,
     pub detail: Option<String>,
+    /// What the operator probably got wrong, added by this client.
+    #[serde(skip)]
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +110,9 @@ impl fmt::Display for ProblemAnswer {
         }
         for finding in &self.findings {
             write!(f, "\n  {finding}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
         }
         Ok(())
     }
@@ -147,7 +165,7 @@ impl AdminClient {
         if status.is_success() {
             Ok(body)
         } else {
-            Err(refusal(status, &body))
+            Err(self.refusal(status, &body))
         }
     }
 
@@ -158,7 +176,7 @@ impl AdminClient {
         if status.is_success() {
             return String::from_utf8(body.to_vec()).map_err(|_| unexpected(status, &body));
         }
-        Err(refusal(status, &body))
+        Err(self.refusal(status, &body))
     }
 
     fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, AdminError> {
@@ -166,7 +184,7 @@ impl AdminClient {
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|_| unexpected(status, &body));
         }
-        Err(refusal(status, &body))
+        Err(self.refusal(status, &body))
     }
 
     fn exchange(
@@ -175,9 +193,15 @@ impl AdminClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Bytes), AdminError> {
-        let unreachable = |source| AdminError::Unreachable {
-            addr: self.addr.to_string(),
-            source,
+        let unreachable = |source| match source {
+            ClientError::CertificateRefused(alert) => AdminError::CertificateRefused {
+                addr: self.addr.to_string(),
+                alert,
+            },
+            source => AdminError::Unreachable {
+                addr: self.addr.to_string(),
+                source,
+            },
         };
         let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
         let mut request = http::Request::new(crate::server::full(bytes));
@@ -204,11 +228,27 @@ impl AdminClient {
     }
 }
 
-/// A refusal: the problem+json answer, or the start of whatever came.
-fn refusal(status: StatusCode, body: &[u8]) -> AdminError {
-    match serde_json::from_slice::<ProblemAnswer>(body) {
-        Ok(problem) => AdminError::Problem(problem),
-        Err(_) => unexpected(status, body),
+impl AdminClient {
+    /// A refusal: the problem+json answer, or the start of whatever came.
+    fn refusal(&self, status: StatusCode, body: &[u8]) -> AdminError {
+        match serde_json::from_slice::<ProblemAnswer>(body) {
+            Ok(mut problem) => {
+                // The border answers the admin paths it does not serve so;
+                // the admin listener serves every path this client calls.
+                if matches!(
+                    problem.code.as_str(),
+                    "method_not_allowed" | "route_not_found"
+                ) {
+                    problem.hint = Some(format!(
+                        "{} looks like a gateway's border listener, not its admin listener: \
+                         check --admin (XBORDER_ADMIN)",
+                        self.addr
+                    ));
+                }
+                AdminError::Problem(Box::new(problem))
+            }
+            Err(_) => unexpected(status, body),
+        }
     }
 }
 

@@ -4,42 +4,48 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Checked, Config, ConfigError, ConfigErrors};
 use crate::tls::ServerTls;
 
 #[derive(clap::Subcommand)]
 pub enum ConfigCommand {
     /// Report every problem in a configuration file; exit non-zero if any.
     Check {
-        #[arg(long, short)]
+        /// The gateway's configuration file (TOML); relative paths in it are
+        /// read from its directory.
+        #[arg(long, short, value_name = "PATH")]
         config: PathBuf,
     },
 }
 
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
     let ConfigCommand::Check { config: path } = cmd;
-    let config = Config::load(&path)?;
-    let mut problems = Vec::new();
-    if let Err(errors) = ServerTls::load(&config) {
-        problems.extend(errors);
-    }
-    if let Err(errors) = crate::server::load_tokens(&config) {
-        problems.extend(errors.0);
-    }
-    if config.identity.client_certificate.is_some()
-        && let Err(errors) = crate::tls::client_config(&config)
-    {
-        for error in errors {
-            if !problems.contains(&error) {
-                problems.push(error);
+    let Checked { config, errors } = Config::check(&path);
+    let mut problems = errors;
+    match &config {
+        // Files are checked even when values elsewhere were bad: every
+        // problem at once, not one stage at a time.
+        Some(config) => {
+            for error in files(config) {
+                if !problems.contains(&error) {
+                    problems.push(error);
+                }
             }
         }
+        None => eprintln!(
+            "{}: the files it names were not checked: the problems below leave no \
+             configuration to check them against",
+            path.display()
+        ),
     }
     if !problems.is_empty() {
         let count = problems.len();
         eprintln!("{}", ConfigErrors(problems));
         bail!("{} has {count} problem(s)", path.display());
     }
+    let Some(config) = config else {
+        bail!("{}: no configuration", path.display());
+    };
     println!(
         "{}: ok ({} trust anchor(s), {} route(s), {} admin(s), {} pair polic(ies))",
         path.display(),
@@ -49,4 +55,25 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
         config.policies.len()
     );
     Ok(())
+}
+
+/// The problems of every file `config` names: certificates, keys, CRLs,
+/// token and audit keys.
+fn files(config: &Config) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
+    if let Err(errors) = ServerTls::load(config) {
+        problems.extend(errors);
+    }
+    if let Err(errors) = crate::server::load_tokens(config) {
+        problems.extend(errors.0);
+    }
+    if let Err(errors) = crate::server::load_audit_keys(config) {
+        problems.extend(errors.0);
+    }
+    if config.identity.client_certificate.is_some()
+        && let Err(errors) = crate::tls::client_config(config)
+    {
+        problems.extend(errors);
+    }
+    problems
 }

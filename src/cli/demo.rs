@@ -22,6 +22,18 @@ pub struct DemoArgs {
     /// Keep the gateway and the example upstream serving after the walk-through.
     #[arg(long)]
     keep_running: bool,
+    /// Show the gateway's own log lines (INFO and up on stderr) between the
+    /// steps; without it only warnings and errors are logged, so the steps
+    /// read as one story.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+impl DemoArgs {
+    /// The log level unless `RUST_LOG` says otherwise.
+    pub fn log_level(&self) -> &'static str {
+        if self.verbose { "info" } else { "warn" }
+    }
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {

@@ -18,9 +18,10 @@ pub struct FetchArgs {
     /// Our age identity file (the `AGE-SECRET-KEY-1...` line), to decrypt.
     #[arg(long)]
     identity: PathBuf,
-    /// The certificate the grant is bound to, and its key.
+    /// The certificate the grant is bound to (PEM).
     #[arg(long)]
     cert: PathBuf,
+    /// The private key (PEM) of `--cert`.
     #[arg(long)]
     key: PathBuf,
     /// The CA that issued the gateway's server certificate.

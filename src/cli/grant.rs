@@ -38,6 +38,8 @@ pub enum GrantCommand {
     Revoke {
         /// The grant's ID (a UUID).
         id: GrantId,
+        /// Why it is revoked (an incident, the case closed); kept with the
+        /// grant, and its SHA-256 in the audit log.
         #[arg(long)]
         reason: String,
         #[command(flatten)]

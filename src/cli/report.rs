@@ -42,9 +42,9 @@ pub struct TransparencyArgs {
     /// Default: 5 with --export, the gateway's setting otherwise.
     #[arg(long, value_name = "K")]
     k: Option<u64>,
-    /// Add Laplace noise of scale 1/E to every count (differential privacy;
-    /// plaintext bytes are then withheld). Default: none with --export, the
-    /// gateway's setting otherwise.
+    /// Add discrete Laplace noise of scale 1/E to every count (differential
+    /// privacy, 0.01 ≤ E ≤ 10; plaintext bytes are then withheld). Default:
+    /// none with --export, the gateway's setting otherwise.
     #[arg(long, value_name = "E")]
     epsilon: Option<Epsilon>,
     /// Recompute the report from an audit export (JSON lines: a header line,

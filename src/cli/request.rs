@@ -52,6 +52,8 @@ pub enum RequestCommand {
     Deny {
         /// The request's ID (a UUID).
         id: RequestId,
+        /// Why it is denied: the requester is shown it; the audit log keeps
+        /// its SHA-256.
         #[arg(long)]
         reason: String,
         #[command(flatten)]

@@ -218,6 +218,14 @@ fn the_audit_log_needs_its_keys_and_defaults_its_origin() {
     assert!(err.contains("audit.origin"), "{err}");
     assert!(err.contains("reports.epsilon"), "{err}");
 
+    // ε = 1e-300 once saturated every published count at 2⁶⁴ − 1.
+    for bad in ["1e-300", "0.001", "11.0"] {
+        let text = GOOD.to_owned() + &format!("\n[reports]\nepsilon = {bad}\n");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("`reports.epsilon`: "), "{err}");
+        assert!(err.contains("0.01 ≤ ε ≤ 10"), "{err}");
+    }
+
     let text = GOOD.to_owned() + "\n[reports]\nk_anonymity = 10\nepsilon = 0.5\n";
     let config = load(&text).unwrap();
     assert_eq!(config.reports.k_anonymity, 10);

@@ -1,11 +1,10 @@
 //! Exact counts made publishable: noise (optional), then suppression.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
 
 use rand::Rng;
 
+use super::noise::{Epsilon, noisy_count};
 use super::{Outcome, RequestCell, TransferCell, TransferTotals, Transparency};
 use crate::category::Category;
 use crate::clock::Timestamp;
@@ -111,7 +110,7 @@ fn with_standard<'a>(seen: impl Iterator<Item = &'a str>) -> BTreeSet<&'a str> {
 pub struct Publication {
     /// Counts from 1 to `k - 1` are suppressed; 0 or 1 suppresses nothing.
     pub k: u64,
-    /// Laplace noise of scale 1/ε on every count; `None`: exact counts.
+    /// Discrete Laplace noise of scale 1/ε on every count; `None`: exact counts.
     pub epsilon: Option<Epsilon>,
 }
 
@@ -130,10 +129,7 @@ impl Publication {
     /// An exact count, noised if ε is set, then suppressed if small.
     fn count(&self, exact: u64, rng: &mut impl Rng) -> Cell {
         let shown = match self.epsilon {
-            // Far beyond any count, the f64 -> u64 cast saturates.
-            Some(epsilon) => (exact as f64 + laplace(epsilon.scale(), rng))
-                .round()
-                .max(0.0) as u64,
+            Some(epsilon) => noisy_count(exact, epsilon, rng),
             None => exact,
         };
         if self.suppresses(shown) {
@@ -157,55 +153,6 @@ impl Publication {
 
     fn suppresses(&self, shown: u64) -> bool {
         shown > 0 && shown < self.k
-    }
-}
-
-/// The differential-privacy parameter ε: finite and greater than 0. Smaller
-/// is more private and noisier (the noise's mean absolute value is 1/ε).
-#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
-pub struct Epsilon(f64);
-
-impl Epsilon {
-    /// `None` unless `value` is finite and greater than 0.
-    pub fn new(value: f64) -> Option<Self> {
-        (value.is_finite() && value > 0.0).then_some(Self(value))
-    }
-
-    pub fn value(self) -> f64 {
-        self.0
-    }
-
-    /// The Laplace scale for a count (sensitivity 1): 1/ε.
-    pub fn scale(self) -> f64 {
-        1.0 / self.0
-    }
-}
-
-impl FromStr for Epsilon {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse::<f64>()
-            .ok()
-            .and_then(Self::new)
-            .ok_or_else(|| format!("`{s}` is not a number greater than 0 (e.g. 0.5)"))
-    }
-}
-
-impl fmt::Display for Epsilon {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// One draw from Laplace(0, `scale`), by inverse CDF.
-pub fn laplace(scale: f64, rng: &mut impl Rng) -> f64 {
-    loop {
-        // u in [-1/2, 1/2); at exactly -1/2 the inverse CDF is infinite.
-        let u: f64 = rng.r#gen::<f64>() - 0.5;
-        let tail = 1.0 - 2.0 * u.abs();
-        if tail > 0.0 {
-            return -scale * u.signum() * tail.ln();
-        }
     }
 }
 

@@ -69,10 +69,27 @@ pub struct ReportQuery {
 }
 
 /// Every problem with a [`ReportQuery`], one per parameter; the admin
-/// listener answers them as `invalid_request` field errors.
+/// listener answers them as field errors under the code
+/// `epsilon_out_of_range` when `epsilon` was outside its range, else
+/// `invalid_request`.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.iter().map(|e| format!("{}: {}", e.field, e.problem)).collect::<Vec<_>>().join("; "))]
-pub struct ReportQueryError(pub Vec<FieldError>);
+pub struct ReportQueryError(pub Vec<FieldError>, EpsilonRange);
+
+/// Whether a query's `epsilon` was outside [`Epsilon::MIN`]..=[`Epsilon::MAX`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum EpsilonRange {
+    #[default]
+    Within,
+    Outside,
+}
+
+impl ReportQueryError {
+    /// `epsilon` was given, and is not a number within the documented range.
+    pub fn epsilon_out_of_range(&self) -> bool {
+        self.1 == EpsilonRange::Outside
+    }
+}
 
 impl ReportQuery {
     /// Parses a URL query string (without the `?`). Values may be
@@ -134,9 +151,17 @@ impl ReportQuery {
                 .map_err(|_| bad("k", format!("`{text}` is not a whole number")))
                 .ok(),
         };
+        let mut range = EpsilonRange::Within;
         let epsilon = match values.get("epsilon") {
             None => Some(None),
-            Some(text) => text.parse().map(Some).map_err(|e| bad("epsilon", e)).ok(),
+            Some(text) => text
+                .parse()
+                .map(Some)
+                .map_err(|e| {
+                    range = EpsilonRange::Outside;
+                    bad("epsilon", e)
+                })
+                .ok(),
         };
         if let (Some(from), Some(to)) = (from, to)
             && from >= to
@@ -156,7 +181,7 @@ impl ReportQuery {
                     epsilon,
                 })
             }
-            _ => Err(ReportQueryError(errors)),
+            _ => Err(ReportQueryError(errors, range)),
         }
     }
 
@@ -195,10 +220,13 @@ pub fn render(
     defaults: &Publication,
 ) -> Result<(&'static str, String), ReportQueryError> {
     if query.from > now {
-        return Err(ReportQueryError(vec![FieldError {
-            field: "from".to_owned(),
-            problem: format!("the period starts after now ({now})"),
-        }]));
+        return Err(ReportQueryError(
+            vec![FieldError {
+                field: "from".to_owned(),
+                problem: format!("the period starts after now ({now})"),
+            }],
+            EpsilonRange::Within,
+        ));
     }
     let report = Transparency::from_entries(entries, query.from, query.to, now)
         .publish(&query.publication(defaults), &mut rand::thread_rng());

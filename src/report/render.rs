@@ -244,8 +244,8 @@ impl Published {
         });
         notes.push(match self.epsilon {
             Some(epsilon) => format!(
-                "Noise: every count has Laplace noise of scale {} (epsilon = {epsilon}) added, \
-                 rounded and clamped at 0, before suppression, so counts are not exact and \
+                "Noise: every count has discrete Laplace noise of scale {} (epsilon = {epsilon}) \
+                 added, an integer, and is clamped at 0, before suppression, so counts are not exact and \
                  each is epsilon-differentially private for a single request, grant ending \
                  or transfer. Plaintext bytes are withheld (\"withheld\", null in JSON): a \
                  byte sum cannot be protected that way.",

@@ -627,21 +627,129 @@ fn noise_is_deterministic_under_a_seed_and_withholds_bytes() {
     assert_eq!(json["publication"]["plaintext_bytes"], "withheld");
 }
 
+/// `P(|X| = k)` of the discrete Laplace distribution of scale 1/ε.
+fn discrete_laplace_pmf(epsilon: f64, k: u64) -> f64 {
+    let p = (-epsilon).exp();
+    let at_zero = (1.0 - p) / (1.0 + p);
+    if k == 0 {
+        at_zero
+    } else {
+        2.0 * at_zero * p.powi(k as i32)
+    }
+}
+
 #[test]
-fn laplace_draws_have_mean_zero_and_scale_one_over_epsilon() {
-    let mut rng = StdRng::seed_from_u64(2026);
-    let epsilon = Epsilon::new(0.5).unwrap();
-    let n = 200_000;
-    let draws: Vec<f64> = (0..n).map(|_| laplace(epsilon.scale(), &mut rng)).collect();
-    let mean = draws.iter().sum::<f64>() / n as f64;
-    let mean_abs = draws.iter().map(|x| x.abs()).sum::<f64>() / n as f64;
-    let variance = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
-    // Laplace(0, b): mean 0, E|X| = b, variance 2b²; b = 2. The standard
-    // errors are about 0.006, 0.004 and 0.04; the bounds are ten times that.
-    assert!(mean.abs() < 0.06, "mean {mean}");
-    assert!((mean_abs - 2.0).abs() < 0.05, "mean |x| {mean_abs}");
-    assert!((variance - 8.0).abs() < 0.4, "variance {variance}");
-    assert!(draws.iter().all(|x| x.is_finite()));
+fn discrete_laplace_draws_are_centred_symmetric_with_the_exact_variance() {
+    for (epsilon, n, mean_bound, pmf_bound) in
+        [(0.5, 200_000, 0.04, 0.005), (1.0, 200_000, 0.02, 0.005)]
+    {
+        let mut rng = StdRng::seed_from_u64(2026);
+        let e = Epsilon::new(epsilon).unwrap();
+        let draws: Vec<i64> = (0..n).map(|_| discrete_laplace(e, &mut rng)).collect();
+        let nf = n as f64;
+        let mean = draws.iter().sum::<i64>() as f64 / nf;
+        let variance = draws
+            .iter()
+            .map(|&x| (x as f64 - mean).powi(2))
+            .sum::<f64>()
+            / nf;
+        // Var = 2p/(1 − p)², p = exp(−ε) (= exp(−1/t), t = 1/ε): 7.835 at
+        // ε = 0.5, 1.841 at ε = 1. Standard errors of the mean about 0.006
+        // and 0.003, of the variance about 0.04 and 0.01: bounds ≥ 6 of them.
+        let p = (-epsilon).exp();
+        let want = 2.0 * p / (1.0 - p).powi(2);
+        assert!(mean.abs() < mean_bound, "ε {epsilon}: mean {mean}");
+        assert!(
+            (variance - want).abs() < want * 0.04,
+            "ε {epsilon}: variance {variance}, want {want}"
+        );
+        // Symmetric: as many above 0 as below, and the exact mass at each |k|.
+        let above = draws.iter().filter(|&&x| x > 0).count() as f64 / nf;
+        let below = draws.iter().filter(|&&x| x < 0).count() as f64 / nf;
+        assert!(
+            (above - below).abs() < 0.01,
+            "ε {epsilon}: {above} above, {below} below"
+        );
+        for k in 0..6u64 {
+            let share = draws.iter().filter(|&&x| x.unsigned_abs() == k).count() as f64 / nf;
+            let want = discrete_laplace_pmf(epsilon, k);
+            assert!(
+                (share - want).abs() < pmf_bound,
+                "ε {epsilon}: P(|X| = {k}) = {share}, want {want}"
+            );
+        }
+    }
+
+    // The smallest ε: scale 100, variance 2p/(1 − p)² ≈ 19 998.
+    let mut rng = StdRng::seed_from_u64(7);
+    let e = Epsilon::new(Epsilon::MIN).unwrap();
+    let n = 40_000;
+    let draws: Vec<i64> = (0..n).map(|_| discrete_laplace(e, &mut rng)).collect();
+    let mean = draws.iter().sum::<i64>() as f64 / n as f64;
+    let variance = draws
+        .iter()
+        .map(|&x| (x as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n as f64;
+    let p = (-Epsilon::MIN).exp();
+    let want = 2.0 * p / (1.0 - p).powi(2);
+    // Standard errors about 0.7 and 1.2 % of the variance.
+    assert!(mean.abs() < 5.0, "mean {mean}");
+    assert!(
+        (variance - want).abs() < want * 0.08,
+        "variance {variance}, want {want}"
+    );
+}
+
+#[test]
+fn epsilon_is_refused_outside_its_documented_range() {
+    for bad in [1e-300, 0.0099, 10.01, 0.0, -0.5, f64::NAN, f64::INFINITY] {
+        assert_eq!(Epsilon::new(bad), None, "{bad}");
+    }
+    for good in [Epsilon::MIN, 0.1, 1.0, Epsilon::MAX] {
+        assert_eq!(Epsilon::new(good).map(Epsilon::value), Some(good));
+    }
+    let err = "1e-300".parse::<Epsilon>().unwrap_err();
+    assert!(err.contains("0.01 ≤ ε ≤ 10"), "{err}");
+    let err = ReportQuery::parse(&format!("from={FROM}&to={TO}&epsilon=1e-300")).unwrap_err();
+    assert!(err.epsilon_out_of_range(), "{err}");
+    let err = ReportQuery::parse(&format!("from={FROM}&to={TO}&k=x")).unwrap_err();
+    assert!(!err.epsilon_out_of_range(), "{err}");
+}
+
+#[test]
+fn noisy_counts_clamp_at_zero_and_at_the_top_and_never_wrap() {
+    let e = Epsilon::new(Epsilon::MIN).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let p = (-Epsilon::MIN).exp();
+    let (mut zeros, mut tops, n) = (0u32, 0u32, 20_000u32);
+    for _ in 0..n {
+        let low = noisy_count(0, e, &mut rng);
+        // Noise of scale 100 stays far below a wrapped (huge) count.
+        assert!(low < 100_000, "{low}");
+        zeros += u32::from(low == 0);
+        let high = noisy_count(u64::MAX, e, &mut rng);
+        assert!(high > u64::MAX - 100_000, "{high}");
+        tops += u32::from(high == u64::MAX);
+    }
+    // Both clamp exactly when the noise points out of range: P(X ≤ 0) = 1/(1 + p).
+    let want = 1.0 / (1.0 + p);
+    for (name, count) in [("zeros", zeros), ("tops", tops)] {
+        let share = f64::from(count) / f64::from(n);
+        assert!((share - want).abs() < 0.02, "{name}: {share}, want {want}");
+    }
+
+    // In a report: ε = 1e-300 once showed 18446744073709551615 for zeros.
+    let mut r = Transparency::from_entries(Vec::new(), t(FROM), t(TO), t(NOW));
+    r.requests
+        .insert(cell("FI", "content", Outcome::Approved), 3);
+    let published = r.publish(&noisy(Epsilon::MIN, 1), &mut StdRng::seed_from_u64(3));
+    for row in &published.requests {
+        let Cell::Shown(n) = row.count else {
+            panic!("k = 1 suppresses nothing");
+        };
+        assert!(n < 100_000, "{row:?}");
+    }
 }
 
 #[test]
@@ -668,11 +776,11 @@ fn published_noise_is_centred_and_zeros_clamp_rather_than_go_negative() {
     let mean = offsets.iter().sum::<f64>() / offsets.len() as f64;
     let mean_abs = offsets.iter().map(|x| x.abs()).sum::<f64>() / offsets.len() as f64;
     assert!(mean.abs() < 0.15, "mean offset {mean}");
-    // Rounded to integers, Laplace(0, 1) has E|X| = e^-0.5 / (1 - e^-1) ≈ 0.96.
-    assert!((mean_abs - 1.0).abs() < 0.15, "mean |offset| {mean_abs}");
-    // A true zero shows as 0 whenever the noise is below 0.5: 1 - e^-0.5 / 2.
+    // Discrete Laplace of scale 1 (p = e^-1): E|X| = 2p / (1 - p²) ≈ 0.851.
+    assert!((mean_abs - 0.851).abs() < 0.15, "mean |offset| {mean_abs}");
+    // A true zero shows as 0 whenever the noise is 0 or below: 1 / (1 + p).
     let share = f64::from(zeros) / f64::from(zero_cells);
-    assert!((share - 0.697).abs() < 0.02, "share of zeros {share}");
+    assert!((share - 0.731).abs() < 0.02, "share of zeros {share}");
 }
 
 #[test]
@@ -828,7 +936,9 @@ fn report_query_errors_name_every_bad_parameter() {
     );
     assert!(errors[1].1.contains("more than once"));
     assert!(errors[2].1.contains("`yesterday` is not an RFC 3339 time"));
-    for bad in ["0", "-1", "NaN", "inf", "abc", ""] {
+    for bad in [
+        "0", "-1", "NaN", "inf", "abc", "", "1e-300", "0.009", "10.5",
+    ] {
         let errors = query_errors(&format!("from={FROM}&to={TO}&epsilon={bad}"));
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].0, "epsilon");

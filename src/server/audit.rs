@@ -26,7 +26,7 @@ use crate::audit::entry::Entry;
 use crate::audit::merkle::Hash;
 use crate::error::Problem;
 use crate::identity::PeerIdentity;
-use crate::report::{self, Epsilon, Publication, ReportQuery};
+use crate::report::{self, Epsilon, Publication, ReportQuery, ReportQueryError};
 use crate::store::{MAX_AUDIT_PAGE, StoreError};
 use crate::transfer::receipt::TransferId;
 
@@ -108,8 +108,7 @@ pub(super) async fn transparency_report(
     shared: &Shared,
     query: Option<&str>,
 ) -> Result<Response<Body>, Problem> {
-    let query =
-        ReportQuery::parse(query.unwrap_or("")).map_err(|e| Problem::InvalidRequest(e.0))?;
+    let query = ReportQuery::parse(query.unwrap_or("")).map_err(query_problem)?;
     let store = &shared.review.store;
     // Decisions and transfers join on earlier entries (a transfer's grant, a
     // request's decision), so the report reads the log from the start.
@@ -132,9 +131,18 @@ pub(super) async fn transparency_report(
         k: settings.k_anonymity,
         epsilon: settings.epsilon.and_then(Epsilon::new),
     };
-    let (content_type, body) = report::render(entries, &query, shared.review.now(), &defaults)
-        .map_err(|e| Problem::InvalidRequest(e.0))?;
+    let (content_type, body) =
+        report::render(entries, &query, shared.review.now(), &defaults).map_err(query_problem)?;
     Ok(with_type(body.into_bytes(), content_type))
+}
+
+/// A report query's field errors, under their own code when ε was out of range.
+fn query_problem(e: ReportQueryError) -> Problem {
+    if e.epsilon_out_of_range() {
+        Problem::EpsilonOutOfRange(e.0)
+    } else {
+        Problem::InvalidRequest(e.0)
+    }
 }
 
 /// `GET /v1/transfers/{id}/inclusion` on the border: the grantee's proof

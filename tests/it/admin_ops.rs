@@ -89,3 +89,29 @@ async fn ops_answers_probes_and_serves_metrics() {
     assert_eq!(plain_get(gateway.ops, "/healthz").await.0, StatusCode::OK);
     gateway.shutdown().await;
 }
+
+/// Issue 15 (7): the admin API refuses an ε outside its documented range with
+/// its own code, and serves a noisy report within it.
+#[tokio::test]
+async fn the_report_api_refuses_an_epsilon_out_of_range() {
+    let world = World::new();
+    let gateway = Running::start(&world).await;
+    let operator = admin(&world, "operator");
+    let period = "from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z";
+    for bad in ["1e-300", "0.001", "11"] {
+        let path = format!("/v1/reports/transparency?{period}&epsilon={bad}");
+        let (status, body) = get(&operator, gateway.admin, &path).await.unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        let problem: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["code"], "epsilon_out_of_range", "{problem}");
+        assert_eq!(problem["minimum"], 0.01, "{problem}");
+        assert_eq!(problem["maximum"], 10.0, "{problem}");
+        assert_eq!(problem["errors"][0]["field"], "epsilon", "{problem}");
+    }
+    let path = format!("/v1/reports/transparency?{period}&epsilon=0.5&format=json");
+    let (status, body) = get(&operator, gateway.admin, &path).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report["publication"]["epsilon"], 0.5);
+    gateway.shutdown().await;
+}

@@ -88,6 +88,56 @@ fn config_check_names_every_bad_key_and_its_file() {
     }
 }
 
+/// Issue 15 (5): a bad value elsewhere must not hide a missing file; the
+/// operator sees every problem on the first run.
+#[test]
+fn config_check_reports_bad_values_and_missing_files_together() {
+    let world = World::new();
+    let good = world.config_text("127.0.0.1:9".parse().unwrap());
+    let bad = good
+        .replace("[listeners]", "colour = \"red\"\n[listeners]")
+        .replace("idle = \"2s\"", "idle = \"2 fortnights-ish\"")
+        .replace(
+            "certificate = \"gateway.pem\"",
+            "certificate = \"missing-gateway.pem\"",
+        )
+        .replace(
+            "pseudonym_key = \"audit-pseudonym.key\"",
+            "pseudonym_key = \"missing-pseudonym.key\"",
+        );
+    world.write("ee/three.toml", &bad);
+    let (ok, stderr) = check(&world.path("ee/three.toml"));
+    assert!(!ok);
+    let file = world.path("ee/three.toml").display().to_string();
+    for needle in [
+        "`colour`: unknown key",
+        "`timeouts.idle`: `2 fortnights-ish` is not a duration",
+        "`identity.certificate`: ",
+        "`audit.pseudonym_key`: ",
+    ] {
+        assert!(
+            stderr.contains(&format!("{file}: {needle}")),
+            "missing {needle:?} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("missing-gateway.pem"), "{stderr}");
+    assert!(stderr.contains("missing-pseudonym.key"), "{stderr}");
+    assert!(stderr.contains("has 4 problem(s)"), "{stderr}");
+
+    // Without a jurisdiction there is nothing to check files against: say so.
+    world.write(
+        "ee/nowhere.toml",
+        &good.replace("jurisdiction = \"EE\"", "jurisdiction = \"Narnia\""),
+    );
+    let (ok, stderr) = check(&world.path("ee/nowhere.toml"));
+    assert!(!ok);
+    assert!(stderr.contains("`jurisdiction`: "), "{stderr}");
+    assert!(
+        stderr.contains("the files it names were not checked"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn serve_exits_on_a_bad_config_before_binding_any_port() {
     let world = World::new();
@@ -330,13 +380,28 @@ async fn sighup_reloads_certificates_at_once() {
 
 #[test]
 fn the_demo_walks_through_and_exits_zero() {
-    let out = Command::new(BIN).arg("demo").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The story alone: no gateway log lines on stdout, and none below WARN
+    // on stderr to interleave with it on a terminal (issue 15, 10).
+    for (name, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        assert!(
+            !text.contains("INFO") && !text.contains("DEBUG"),
+            "log lines on {name}:\n{text}"
+        );
+    }
+    for n in 1..=12 {
+        assert!(
+            stdout.contains(&format!("\n{n}. ")),
+            "no step {n} in:\n{stdout}"
+        );
+    }
     for step in [
         "without a grant -> 401 Unauthorized \"token_missing\"",
         "POST /v1/requests -> 403 Forbidden \"policy_refused\"",
@@ -356,6 +421,22 @@ fn the_demo_walks_through_and_exits_zero() {
     ] {
         assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
     }
+}
+
+/// `--verbose` brings the gateway's own INFO lines back, on stderr only.
+#[test]
+fn the_demo_shows_the_gateway_log_when_verbose() {
+    let out = Command::new(BIN)
+        .args(["demo", "--verbose"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("INFO"), "{stderr}");
+    assert!(!stdout.contains("INFO"), "{stdout}");
+    assert!(stdout.contains("Demo finished"), "{stdout}");
 }
 
 /// The example configs in `config/` stay in step with the schema and with `certs/`.

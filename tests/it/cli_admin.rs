@@ -451,3 +451,96 @@ async fn approvers_review_a_request_and_revoke_its_grant_from_the_command_line()
 
     gateway.shutdown().await;
 }
+
+/// Runs `args` against `addr` with the given CA, certificate and key files.
+async fn xborder_with(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    args: &[&str],
+) -> (bool, String) {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .env("XBORDER_ADMIN", addr.to_string())
+        .env("XBORDER_CA", ca)
+        .env("XBORDER_CERT", cert)
+        .env("XBORDER_KEY", key)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    (out.status.success(), text(&out.stderr))
+}
+
+/// Issue 15 (6): the CLI says what went wrong, once: a refused certificate,
+/// an untrusted server, a border port given as the admin listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_say_why_a_connection_failed_once() {
+    let world = World::new();
+    let gateway = Running::start(&world).await;
+    let ca = world.path("ee/ca.pem");
+    let (cert, key) = admin_files(&world, "operator");
+
+    // Certificates the admin listener refuses in the handshake: FI's
+    // (another trust domain) and one from a rogue CA claiming EE's domain.
+    let rogue = xborder::pki::DevCa::new(&jurisdiction("EE")).unwrap();
+    let spy = spiffe("spiffe://ee.xborder.test/admin/operator");
+    for (name, issued) in [
+        (
+            "fi",
+            world
+                .fi
+                .issue(&LeafSpec::client(spiffe(
+                    "spiffe://fi.xborder.test/admin/operator",
+                )))
+                .unwrap(),
+        ),
+        (
+            "rogue",
+            rogue.issue(&LeafSpec::client(spy.clone())).unwrap(),
+        ),
+    ] {
+        world.write(&format!("ee/{name}.pem"), &issued.cert_pem());
+        world.write(&format!("ee/{name}-key.pem"), &issued.key_pem());
+        let (ok, stderr) = xborder_with(
+            gateway.admin,
+            &ca,
+            &world.path(&format!("ee/{name}.pem")),
+            &world.path(&format!("ee/{name}-key.pem")),
+            &["grant", "list"],
+        )
+        .await;
+        assert!(!ok, "{name}");
+        assert!(
+            stderr.contains("the admin listener at ")
+                && stderr.contains("refused this client certificate"),
+            "{name}: {stderr}"
+        );
+        assert!(!stderr.contains("broken pipe"), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+    }
+
+    // A --ca that did not issue the gateway's certificate: the cause once.
+    let (ok, stderr) = xborder_with(
+        gateway.admin,
+        &world.path("fi/ca.pem"),
+        &cert,
+        &key,
+        &["grant", "list"],
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(stderr.matches("UnknownIssuer").count(), 1, "{stderr}");
+
+    // The border port given as the admin listener: a hint, not just a code.
+    let (ok, stderr) = xborder_with(gateway.border, &ca, &cert, &key, &["request", "list"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("method_not_allowed"), "{stderr}");
+    assert!(
+        stderr.contains("looks like a gateway's border listener, not its admin listener"),
+        "{stderr}"
+    );
+
+    gateway.shutdown().await;
+}

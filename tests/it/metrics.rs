@@ -313,3 +313,61 @@ async fn metrics_after_real_traffic_are_accurate_valid_and_bounded() {
 
     gateway.shutdown().await;
 }
+
+/// Issue 15 (9): a fresh gateway already has the series dashboards and
+/// alerts read, at zero, before any handshake or transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_gateway_exposes_its_labelled_series_at_zero() {
+    let world = World::new();
+    let gateway = Running::start(&world).await;
+    let (status, text) = plain_get(gateway.ops, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let sample = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+    };
+    let mut want = Vec::new();
+    for listener in ["border", "admin"] {
+        for result in ["ok", "refused", "timeout"] {
+            want.push(format!(
+                r#"xborder_tls_handshakes_total{{listener="{listener}",result="{result}"}}"#
+            ));
+        }
+        want.push(format!(
+            r#"xborder_open_connections{{listener="{listener}"}}"#
+        ));
+    }
+    // Every jurisdiction of the trust section, ours included.
+    for j in ["EE", "FI"] {
+        for (outcome, code) in [
+            ("complete", "ok"),
+            ("incomplete", "exhausted"),
+            ("incomplete", "revoked"),
+            ("incomplete", "upstream_failed"),
+            ("refused", "token_missing"),
+            ("refused", "grant_revoked"),
+            ("refused", "grant_expired"),
+            ("refused", "scope_target"),
+            ("refused", "rate_limited"),
+        ] {
+            want.push(format!(
+                r#"xborder_transfers_total{{code="{code}",jurisdiction="{j}",outcome="{outcome}"}}"#
+            ));
+        }
+        want.push(format!(
+            r#"xborder_rate_limited_total{{jurisdiction="{j}"}}"#
+        ));
+    }
+    for name in &want {
+        assert_eq!(sample(name), Some(0.0), "{name} in\n{text}");
+    }
+    // Bounded: nothing for a jurisdiction the configuration does not name.
+    assert!(!text.contains(r#"jurisdiction="US""#), "{text}");
+
+    let (passed, printed) = promtool_check(&text);
+    assert!(
+        passed && printed.trim().is_empty(),
+        "promtool check metrics: {printed}\non\n{text}"
+    );
+    gateway.shutdown().await;
+}

@@ -271,3 +271,41 @@ fn an_auditor_recomputes_the_report_from_an_export() {
         "{stderr}"
     );
 }
+
+/// Issue 15 (7): an ε that small once showed every count as 2⁶⁴ − 1.
+#[test]
+fn an_epsilon_outside_its_range_is_refused_and_noisy_counts_stay_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export.jsonl");
+    write_export(&export, &history());
+
+    for bad in ["1e-300", "0.001", "100"] {
+        let out = report(&export, &["--format", "csv", "--epsilon", bad]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(stderr.contains("--epsilon"), "{stderr}");
+        assert!(stderr.contains("0.01 ≤ ε ≤ 10"), "{stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("18446744073709551615"));
+    }
+
+    let out = report(
+        &export,
+        &["--format", "csv", "--k", "1", "--epsilon", "0.01"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for ((section, _, _, measure), value) in csv_cells(&out.stdout) {
+        if measure == "plaintext_bytes" {
+            assert_eq!(value, "withheld");
+            continue;
+        }
+        let count: u64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("{section} {measure}: {value}"));
+        // Noise of scale 100: never near a wrapped count.
+        assert!(count < 100_000, "{section} {measure}: {count}");
+    }
+}
