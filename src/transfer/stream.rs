@@ -217,28 +217,38 @@ impl Movers {
                     End::UpstreamFailed
                 }
             };
-            drop(tx);
             // The grant's bytes are used up now, not when the client has
             // read the last of them: later transfers are refused at once.
             if let End::Exhausted = queued {
                 movers.exhaust(transfer.grant.id).await;
             }
-            // Everything is queued after a clean end; it has crossed once the
-            // body hands out the last piece, and a grant that ends before
-            // then still cuts what is left.
-            let end = match queued {
-                End::Finished | End::Exhausted => tokio::select! {
-                    biased;
-                    _ = &mut drained => End::ClientGone,
-                    cause = ended_cause(&mut ended, transfer.grant.id, &movers.review) => End::GrantEnded(cause),
-                },
-                other => other,
-            };
-            let (end, digests) = {
-                let mut out = lock(&shared);
-                let end = if out.drained { queued } else { end };
-                out.cut = end.cut();
-                (end, out.tally.digests())
+            let (end, digests) = match queued {
+                // Everything is queued after a clean end; it has crossed once
+                // the body hands out the last piece, and a grant that ends
+                // before then still cuts what is left.
+                End::Finished | End::Exhausted => {
+                    drop(tx);
+                    let end = tokio::select! {
+                        biased;
+                        _ = &mut drained => End::ClientGone,
+                        cause = ended_cause(&mut ended, transfer.grant.id, &movers.review) => End::GrantEnded(cause),
+                    };
+                    let mut out = lock(&shared);
+                    let end = if out.drained { queued } else { end };
+                    out.cut = end.cut();
+                    (end, out.tally.digests())
+                }
+                // The cut is set before the queue closes: a body that found
+                // the queue closed first would end the response cleanly.
+                cut => {
+                    let digests = {
+                        let mut out = lock(&shared);
+                        out.cut = cut.cut();
+                        out.tally.digests()
+                    };
+                    drop(tx);
+                    (cut, digests)
+                }
             };
             // Reaches the body at its next poll, ahead of any piece still queued.
             let _ = wake_tx.send(());

@@ -413,8 +413,9 @@ async fn a_sunset_happens_on_time_while_the_issuing_replica_is_down() {
         json!({ "lifetime": "4s" }),
     )
     .await;
+    // Far more than crosses before the sunset, however fast this machine.
     let (transfer, mut body, _conn) =
-        paused_transfer(&world, b.border, &police, &token, 256 << 20).await;
+        paused_transfer(&world, b.border, &police, &token, 1 << 40).await;
     a.shutdown().await;
 
     let ended = read_to_end(
