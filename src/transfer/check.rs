@@ -9,7 +9,7 @@
 //! asked for is the query's `from` and `to` (RFC 3339); either left out means
 //! the grant's own bound.
 //!
-//! What the upstream receives is what was checked, read once ([`Resource`]):
+//! What the upstream receives is what was checked, read once (`Resource`):
 //! each path segment percent-decoded once (so `%2B372…` names the granted
 //! `+372…`) and re-encoded in one canonical form, empty segments refused;
 //! the query rebuilt from the parameters the gateway read, each once: the

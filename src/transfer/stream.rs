@@ -10,37 +10,25 @@
 //!
 //! The receipt counts what the connection took from the body, not what was
 //! sealed: the body feeds each piece it hands out to the transfer's
-//! [`Tally`], and a cut (set under the same lock) stops it handing out any
-//! more, so the pieces still queued at a cut are neither sent nor counted.
-//! What the connection took may still sit in its write buffers (hyper's,
-//! rustls's, HTTP/2's per stream), which a reset would throw away: so the
-//! body answers the cut only once the connection's writes have settled
-//! ([`Writes`]): flushed, and quiet for [`CUT_QUIET`]. A reader that
-//! stopped reading never lets them settle; after [`CUT_WAIT_MAX`] the
-//! response is reset all the same, and what was still buffered is lost
-//! although counted as sent.
+//! [`Tally`](super::seal::Tally), and a cut (set under the same lock) stops it handing out any
+//! more, so the pieces still queued at a cut are neither sent nor counted
+//! (see `body`).
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-use bytes::Bytes;
-use std::future::Future as _;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use http_body_util::BodyExt;
-use hyper::body::Frame;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc};
 
 use super::quota::{self, ByteQuotas};
 use super::receipt::{Incomplete, Receipt, TransferId};
-use super::seal::{Digests, Piece, Sealer, Tally, Wrapper};
+use super::seal::{Digests, Piece, Sealer, Wrapper};
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId};
 use crate::metrics::{CODE_OK, TransferMetrics};
 use crate::ratelimit::{Key, RateLimiter};
 use crate::review::{GrantEnded, Review};
-use crate::server::{Body, BoxError};
+use crate::server::Body;
 use crate::store::StoreError;
 
 /// What the gateway knows of a transfer when it starts.
@@ -74,58 +62,9 @@ pub struct Start {
     pub writes: Option<Writes>,
 }
 
-/// How long a connection's writes must have been flushed and quiet before a
-/// cut response is reset: the HTTP/2 connection task writes a stream's
-/// queued frames one by one, flushing between them.
-pub const CUT_QUIET: std::time::Duration = std::time::Duration::from_millis(10);
+mod body;
 
-/// The longest a cut waits for the connection's writes to settle.
-pub const CUT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A connection's I/O stream reports its writes here: [`wrote`](Self::wrote)
-/// when bytes go in, [`flushed`](Self::flushed) when they reached the socket.
-pub struct WriteState(watch::Sender<bool>);
-
-/// Watches whether a connection has writes not yet flushed: a cut response
-/// waits for them to settle, so the bytes the connection took leave before
-/// the reset.
-#[derive(Clone)]
-pub struct Writes(watch::Receiver<bool>);
-
-impl Writes {
-    pub fn channel() -> (WriteState, Self) {
-        let (tx, rx) = watch::channel(false);
-        (WriteState(tx), Self(rx))
-    }
-
-    /// Resolves once the writes were flushed and nothing was written for
-    /// [`CUT_QUIET`], or after [`CUT_WAIT_MAX`].
-    async fn settled(mut self) {
-        let deadline = tokio::time::Instant::now() + CUT_WAIT_MAX;
-        loop {
-            let dirty = *self.0.borrow_and_update();
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return,
-                changed = self.0.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(CUT_QUIET), if !dirty => return,
-            }
-        }
-    }
-}
-
-impl WriteState {
-    pub fn wrote(&self) {
-        self.0
-            .send_if_modified(|dirty| !std::mem::replace(dirty, true));
-    }
-
-    /// Notifies only a change: hyper flushes on every turn of its loop,
-    /// and a wake-up per flush would keep a waiting cut spinning it.
-    pub fn flushed(&self) {
-        self.0
-            .send_if_modified(|dirty| std::mem::replace(dirty, false));
-    }
-}
+pub use body::{CUT_QUIET, CUT_WAIT_MAX, WriteState, Writes};
 
 /// What every transfer shares.
 pub struct Movers {
@@ -147,10 +86,6 @@ enum End {
     ClientGone,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("transfer cut: {0}")]
-struct Cut(&'static str);
-
 impl End {
     /// Why the response is cut, for an end that is not a clean one.
     fn cut(&self) -> Option<&'static str> {
@@ -161,17 +96,6 @@ impl End {
             Self::ClientGone => Some("the client went away"),
         }
     }
-}
-
-/// What a transfer's task and its response body share.
-struct Outgoing {
-    /// What the connection took from the body.
-    tally: Tally,
-    /// Set by the task to cut the response: the body answers this error at
-    /// its next poll, ahead of any piece still queued, and hands out nothing more.
-    cut: Option<&'static str>,
-    /// The body handed out the last piece and ended cleanly.
-    drained: bool,
 }
 
 impl Movers {
@@ -187,17 +111,9 @@ impl Movers {
             mut ended,
             writes,
         } = start;
-        let (tx, frames) = mpsc::channel::<Piece>(2);
-        let (wake_tx, wake) = oneshot::channel::<()>();
-        let (drained_tx, mut drained) = oneshot::channel::<()>();
-        let outgoing = Arc::new(Mutex::new(Outgoing {
-            tally: Tally::new(recipient.is_some()),
-            cut: None,
-            drained: false,
-        }));
+        let (mut outlet, body) = body::response(recipient.is_some(), writes);
         let counter = self.quotas.counter(transfer.grant.id, used_bytes);
         let movers = self.clone();
-        let shared = Arc::clone(&outgoing);
         tokio::spawn(async move {
             let wrapper = match &recipient {
                 Some(recipient) => Sealer::new(recipient).map(Wrapper::Seal),
@@ -207,8 +123,14 @@ impl Movers {
                 Ok(wrapper) => {
                     movers
                         .pump(
-                            &transfer, upstream, wrapper, &counter, &limiter, &keys, &mut ended,
-                            &tx,
+                            &transfer,
+                            upstream,
+                            wrapper,
+                            &counter,
+                            &limiter,
+                            &keys,
+                            &mut ended,
+                            outlet.queue(),
                         )
                         .await
                 }
@@ -227,43 +149,25 @@ impl Movers {
                 // the body hands out the last piece, and a grant that ends
                 // before then still cuts what is left.
                 End::Finished | End::Exhausted => {
-                    drop(tx);
-                    let end = tokio::select! {
+                    outlet.close_queue();
+                    let mut end = tokio::select! {
                         biased;
-                        _ = &mut drained => End::ClientGone,
+                        () = outlet.drained() => End::ClientGone,
                         cause = ended_cause(&mut ended, transfer.grant.id, &movers.review) => End::GrantEnded(cause),
                     };
-                    let mut out = lock(&shared);
-                    let end = if out.drained { queued } else { end };
-                    out.cut = end.cut();
-                    (end, out.tally.digests())
+                    let digests = outlet.end(|drained| {
+                        if drained {
+                            end = queued;
+                        }
+                        end.cut()
+                    });
+                    (end, digests)
                 }
-                // The cut is set before the queue closes: a body that found
-                // the queue closed first would end the response cleanly.
-                cut => {
-                    let digests = {
-                        let mut out = lock(&shared);
-                        out.cut = cut.cut();
-                        out.tally.digests()
-                    };
-                    drop(tx);
-                    (cut, digests)
-                }
+                cut => (cut, outlet.end(|_| cut.cut())),
             };
-            // Reaches the body at its next poll, ahead of any piece still queued.
-            let _ = wake_tx.send(());
             movers.close(transfer, end, digests).await;
         });
-        SealedBody {
-            frames,
-            outgoing,
-            wake: Some(wake),
-            drained: Some(drained_tx),
-            writes,
-            settled: None,
-            over: false,
-        }
-        .boxed()
+        body
     }
 
     /// The per-chunk loop: returns how it ended. After a clean end (finished,
@@ -422,79 +326,6 @@ impl Movers {
             tracing::error!(grant_id = %grant, error = %e, "cannot end the exhausted grant");
         }
     }
-}
-
-/// The response body of a transfer: the pieces from the transfer's task,
-/// each counted as the connection takes it, or the cut, which is delivered
-/// before any piece still queued so the client's stream is reset rather
-/// than ended cleanly.
-struct SealedBody {
-    frames: mpsc::Receiver<Piece>,
-    outgoing: Arc<Mutex<Outgoing>>,
-    /// Wakes a waiting body when the task sets the cut.
-    wake: Option<oneshot::Receiver<()>>,
-    /// Dropped when the body has handed out its last piece, or is dropped.
-    drained: Option<oneshot::Sender<()>>,
-    writes: Option<Writes>,
-    /// After the cut: resolves once the connection's writes settled.
-    settled: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>>,
-    /// The body ended (cleanly or cut): nothing more comes out.
-    over: bool,
-}
-
-impl hyper::body::Body for SealedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if this.over {
-            return Poll::Ready(None);
-        }
-        if let Some(wake) = this.wake.as_mut()
-            && Pin::new(wake).poll(cx).is_ready()
-        {
-            this.wake = None;
-        }
-        let mut out = lock(&this.outgoing);
-        if let Some(why) = out.cut {
-            drop(out);
-            this.frames.close();
-            // What the connection took may still be in its buffers: reset
-            // only once they are flushed, so those bytes reach the peer.
-            if let Some(writes) = this.writes.take() {
-                this.settled = Some(Box::pin(writes.settled()));
-            }
-            if let Some(settled) = this.settled.as_mut() {
-                if settled.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                this.settled = None;
-            }
-            this.over = true;
-            return Poll::Ready(Some(Err(Box::new(Cut(why)))));
-        }
-        match this.frames.poll_recv(cx) {
-            Poll::Ready(Some(piece)) => Poll::Ready(Some(Ok(Frame::data(out.tally.take(piece))))),
-            Poll::Ready(None) => {
-                out.drained = true;
-                drop(out);
-                this.over = true;
-                this.drained = None;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-/// The shared state holds counts only; a panic elsewhere cannot leave it
-/// half-updated in a way that matters, so a poisoned lock is still usable.
-fn lock(outgoing: &Mutex<Outgoing>) -> MutexGuard<'_, Outgoing> {
-    outgoing.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The digests of a transfer of which nothing is known (a failure of ours).
