@@ -120,13 +120,16 @@ pub(crate) fn target(route: &Route, path: &str) -> Result<String, Problem> {
     Resource::read(route, path).map(|r| r.target)
 }
 
-/// Bytes kept as they are in a canonical path segment: RFC 3986's
-/// unreserved characters, sub-delims, `:` and `@` (`pchar`).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+/// RFC 3986's unreserved characters: kept as they are everywhere.
+const UNRESERVED: AsciiSet = NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
-    .remove(b'~')
+    .remove(b'~');
+
+/// Bytes kept as they are in a canonical path segment: the unreserved ones,
+/// sub-delims, `:` and `@` (`pchar`).
+const SEGMENT: &AsciiSet = &UNRESERVED
     .remove(b'!')
     .remove(b'$')
     .remove(b'&')
@@ -141,14 +144,10 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b':')
     .remove(b'@');
 
-/// Bytes kept as they are in a canonical query value: RFC 3986's unreserved
-/// characters and the sub-delims and separators a query may carry as they
-/// are; `&`, `=` and `+` (which form decoding reads as a space) are encoded.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
+/// Bytes kept as they are in a canonical query value: the unreserved ones
+/// and the sub-delims and separators a query may carry as they are; `&`,
+/// `=` and `+` (which form decoding reads as a space) are encoded.
+const QUERY_VALUE: &AsciiSet = &UNRESERVED
     .remove(b'!')
     .remove(b'$')
     .remove(b'\'')

@@ -234,16 +234,7 @@ async fn a_revocation_on_one_replica_cuts_a_stream_on_the_other_within_a_second(
     let (transfer, mut body, _conn) =
         paused_transfer(&world, b.border, &police, &token, total).await;
 
-    let (status, _) = send_json(
-        &admin(&world, "operator"),
-        a.admin,
-        Method::POST,
-        &format!("/v1/grants/{grant}/revoke"),
-        Some(&json!({ "reason": "incident" })),
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    revoke(&world, a.admin, &grant).await;
     let revoked_at = Instant::now();
     let ended = read_to_end(
         &mut body,

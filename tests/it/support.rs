@@ -400,6 +400,35 @@ pub fn admin(world: &World, name: &str) -> BorderClient {
     world.client(Some(&cert))
 }
 
+/// Revokes `grant` on `admin_addr` as EE's operator, for an incident.
+pub async fn revoke(world: &World, admin_addr: SocketAddr, grant: &str) {
+    let (status, answer) = send_json(
+        &admin(world, "operator"),
+        admin_addr,
+        http::Method::POST,
+        &format!("/v1/grants/{grant}/revoke"),
+        Some(&serde_json::json!({ "reason": "incident" })),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+/// `grant` as EE's operator sees it on `admin_addr`.
+pub async fn grant_view(world: &World, admin_addr: SocketAddr, grant: &str) -> serde_json::Value {
+    let (status, view) = send_json(
+        &admin(world, "operator"),
+        admin_addr,
+        http::Method::GET,
+        &format!("/v1/grants/{grant}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    view
+}
+
 /// Files a request as `cert`'s holder; the request's JSON as the border returns it.
 pub async fn file(
     world: &World,

@@ -291,16 +291,7 @@ async fn revocation_cuts_a_stream_and_its_receipt_says_so() {
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.is_data());
 
-    let (status, _) = send_json(
-        &admin(&world, "operator"),
-        gateway.admin,
-        Method::POST,
-        &format!("/v1/grants/{grant}/revoke"),
-        Some(&json!({ "reason": "incident" })),
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    revoke(&world, gateway.admin, &grant).await;
     let revoked_at = Instant::now();
     let mut received = 0u64;
     let ended = loop {
@@ -398,43 +389,13 @@ async fn a_cut_transfers_receipt_counts_exactly_what_the_client_received() {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
             if cut == "expired" {
-                let (_, view) = send_json(
-                    &admin(&world, "operator"),
-                    gateway.admin,
-                    Method::GET,
-                    &format!("/v1/grants/{grant}"),
-                    None,
-                    None,
-                )
+                let expired = eventually(Duration::from_secs(10), || async {
+                    grant_view(&world, gateway.admin, &grant).await["state"] == "expired"
+                })
                 .await;
-                assert!(
-                    eventually(Duration::from_secs(10), || async {
-                        let (_, view) = send_json(
-                            &admin(&world, "operator"),
-                            gateway.admin,
-                            Method::GET,
-                            &format!("/v1/grants/{grant}"),
-                            None,
-                            None,
-                        )
-                        .await;
-                        view["state"] == "expired"
-                    })
-                    .await,
-                    "the grant expires at its sunset: {view}"
-                );
-            }
-            if cut == "revoked" {
-                let (status, _) = send_json(
-                    &admin(&world, "operator"),
-                    gateway.admin,
-                    Method::POST,
-                    &format!("/v1/grants/{grant}/revoke"),
-                    Some(&json!({ "reason": "incident" })),
-                    None,
-                )
-                .await;
-                assert_eq!(status, StatusCode::OK);
+                assert!(expired, "the grant expires at its sunset");
+            } else {
+                revoke(&world, gateway.admin, &grant).await;
             }
             let ended = tokio::time::timeout(Duration::from_secs(20), async {
                 loop {
