@@ -280,8 +280,8 @@ impl Drop for InFlight {
     }
 }
 
-/// An I/O stream that records when bytes last moved, and counts the
-/// flushes that reached the socket.
+/// An I/O stream that records when bytes last moved, and whether what was
+/// written has been flushed to the socket (a cut response waits for that).
 struct Tracked<T> {
     inner: T,
     activity: Arc<Activity>,

@@ -64,7 +64,7 @@ pub struct Start {
 
 mod body;
 
-pub use body::{CUT_QUIET, CUT_WAIT_MAX, WriteState, Writes};
+pub use body::{WriteState, Writes};
 
 /// What every transfer shares.
 pub struct Movers {

@@ -28,14 +28,20 @@ use crate::transfer::seal::{Digests, Piece, Tally};
 /// How long a connection's writes must have been flushed and quiet before a
 /// cut response is reset: the HTTP/2 connection task writes a stream's
 /// queued frames one by one, flushing between them.
-pub const CUT_QUIET: std::time::Duration = std::time::Duration::from_millis(10);
+pub(super) const CUT_QUIET: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The longest a cut waits for the connection's writes to settle.
-pub const CUT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const CUT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A connection's I/O stream reports its writes here: [`wrote`](Self::wrote)
 /// when bytes go in, [`flushed`](Self::flushed) when they reached the socket.
-pub struct WriteState(watch::Sender<bool>);
+/// Only changes reach the watch, so the write path takes no lock while the
+/// state stays as it is.
+pub struct WriteState {
+    watch: watch::Sender<bool>,
+    /// The watch's value, kept by its one writer.
+    dirty: bool,
+}
 
 /// Watches whether a connection has writes not yet flushed: a cut response
 /// waits for them to settle, so the bytes the connection took leave before
@@ -45,8 +51,12 @@ pub struct Writes(watch::Receiver<bool>);
 
 impl Writes {
     pub fn channel() -> (WriteState, Self) {
-        let (tx, rx) = watch::channel(false);
-        (WriteState(tx), Self(rx))
+        let (watch, rx) = watch::channel(false);
+        let state = WriteState {
+            watch,
+            dirty: false,
+        };
+        (state, Self(rx))
     }
 
     /// Resolves once the writes were flushed and nothing was written for
@@ -65,16 +75,21 @@ impl Writes {
 }
 
 impl WriteState {
-    pub fn wrote(&self) {
-        self.0
-            .send_if_modified(|dirty| !std::mem::replace(dirty, true));
+    pub fn wrote(&mut self) {
+        self.set(true);
     }
 
-    /// Notifies only a change: hyper flushes on every turn of its loop,
-    /// and a wake-up per flush would keep a waiting cut spinning it.
-    pub fn flushed(&self) {
-        self.0
-            .send_if_modified(|dirty| std::mem::replace(dirty, false));
+    /// hyper flushes on every turn of its loop: a wake-up per flush would
+    /// keep a waiting cut spinning it, so only a change is sent.
+    pub fn flushed(&mut self) {
+        self.set(false);
+    }
+
+    fn set(&mut self, dirty: bool) {
+        if self.dirty != dirty {
+            self.dirty = dirty;
+            self.watch.send_replace(dirty);
+        }
     }
 }
 
