@@ -309,7 +309,7 @@ impl Bench {
         table.row("gateway overhead p99", g.p99 - d.p99, "ms", String::new());
     }
 
-    fn authorized(&self, path: &str) -> Request<xborder::server::Body> {
+    fn authorized(&self, path: &str) -> Request<xborder::wire::Body> {
         let mut request = client::get(path.parse().expect("bench paths are valid URIs"));
         request.headers_mut().insert(
             http::header::AUTHORIZATION,

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::server::Body;
+use crate::wire::Body;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -340,7 +340,7 @@ pub async fn collect(
 
 /// A request with an empty body.
 pub fn get(uri: http::Uri) -> Request<Body> {
-    let mut request = Request::new(crate::server::full(Bytes::new()));
+    let mut request = Request::new(crate::wire::full(Bytes::new()));
     *request.uri_mut() = uri;
     request
 }

@@ -13,7 +13,7 @@ use crate::grant::token::TokenError;
 use crate::policy::Finding;
 use crate::report::Epsilon;
 use crate::request::{FieldError, RequestId};
-use crate::server::Body;
+use crate::wire::Body;
 
 /// Who caused a failure: decides 4xx vs 5xx and the log level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,7 +243,7 @@ impl Problem {
         for (name, value) in self.extensions() {
             body[name] = value;
         }
-        let mut response = Response::new(crate::server::full(Bytes::from(body.to_string())));
+        let mut response = Response::new(crate::wire::full(Bytes::from(body.to_string())));
         *response.status_mut() = status;
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -31,8 +31,8 @@ use crate::audit::checkpoint::Checkpoint;
 use crate::audit::verify::verify_receipt_inclusion;
 use crate::client::{self, ClientError, Connection};
 use crate::grant::token::{Jwks, verify_receipt_with};
-use crate::server::ReceiptInclusion;
 use crate::transfer::receipt::Receipt;
+use crate::wire::ReceiptInclusion;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -113,7 +113,7 @@ pub async fn fetch(
     }
     let transfer = response
         .headers()
-        .get(crate::server::TRANSFER_HEADER)
+        .get(crate::wire::TRANSFER_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .ok_or(FetchError::NoTransferId)?;

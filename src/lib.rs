@@ -81,5 +81,6 @@ pub mod store;
 pub mod tls;
 pub mod transfer;
 pub mod upstream_example;
+pub mod wire;
 
 pub mod audit;

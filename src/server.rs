@@ -16,8 +16,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +42,7 @@ use crate::store::{Store, StoreError};
 use crate::tls::{self, ServerTls};
 use crate::transfer::receipt::Receipt;
 use crate::transfer::stream::Movers;
+use crate::wire::Body;
 
 mod admin;
 pub(crate) mod api;
@@ -53,24 +52,6 @@ mod conn;
 mod local;
 mod ops;
 mod proxy;
-
-pub use api::query_param;
-pub use audit::{ConsistencyProof, InclusionProof, ReceiptInclusion};
-pub use proxy::{
-    CATEGORY_HEADER, CONTENT_TYPE_HEADER, JURISDICTION_HEADER, PEER_HEADER, RECEIPT_HEADER,
-    TRANSFER_HEADER,
-};
-
-/// The body type of every response the gateway writes.
-pub type Body = BoxBody<Bytes, BoxError>;
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A complete body from bytes.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|e: Infallible| match e {})
-        .boxed()
-}
 
 /// Which TLS listener a connection arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

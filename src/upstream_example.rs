@@ -20,7 +20,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{Body, full};
+use crate::wire::{Body, full};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -73,9 +73,9 @@ fn handle(request: Request<Incoming>) -> Response<Body> {
                 "target": &p["/subscriber/".len()..],
                 "name": "Mari Maasikas",
                 "customer_since": "2019-04-01",
-                "asked_by": header(crate::server::PEER_HEADER),
-                "asked_from": header(crate::server::JURISDICTION_HEADER),
-                "category": header(crate::server::CATEGORY_HEADER),
+                "asked_by": header(crate::wire::PEER_HEADER),
+                "asked_from": header(crate::wire::JURISDICTION_HEADER),
+                "category": header(crate::wire::CATEGORY_HEADER),
             });
             let mut response = Response::new(full(body.to_string()));
             response.headers_mut().insert(
@@ -85,7 +85,7 @@ fn handle(request: Request<Incoming>) -> Response<Body> {
             response
         }
         (Method::GET, p) if p.starts_with("/content/") => {
-            let n = match crate::server::query_param(request.uri().query(), "bytes") {
+            let n = match crate::wire::query_param(request.uri().query(), "bytes") {
                 None => Ok(1024 * 1024),
                 Some(n) => n.parse::<u64>(),
             };

@@ -155,7 +155,7 @@ async fn send_json(
         .method(method)
         .uri(path)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(xborder::server::full(bytes))
+        .body(xborder::wire::full(bytes))
         .expect("a well-formed request");
     let response = conn.send(request).await.expect("the gateway answers");
     let (parts, body) = client::collect(response).await.expect("a JSON body");

@@ -204,7 +204,7 @@ impl AdminClient {
             },
         };
         let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
-        let mut request = http::Request::new(crate::server::full(bytes));
+        let mut request = http::Request::new(crate::wire::full(bytes));
         *request.method_mut() = method;
         *request.uri_mut() = path
             .parse()

@@ -347,7 +347,7 @@ async fn call(
         request = request.header(http::header::CONTENT_TYPE, "application/json");
     }
     let bytes = body.map(Value::to_string).unwrap_or_default();
-    let request = request.body(crate::server::full(bytes))?;
+    let request = request.body(crate::wire::full(bytes))?;
     let (parts, body) = client::collect(conn.send(request).await?).await?;
     Ok((
         parts.status,

@@ -25,9 +25,9 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::Shared;
 use super::api::{self, json};
 use super::border::Reason;
-use super::{Body, Shared};
 use crate::error::Problem;
 use crate::grant::{Grant, GrantId, GrantState, Quotas};
 use crate::identity::PeerIdentity;
@@ -35,6 +35,7 @@ use crate::notify::NoticeState;
 use crate::request::{Request as FiledRequest, RequestId, RequestState};
 use crate::review::{Role, Terms};
 use crate::store::Approved;
+use crate::wire::Body;
 
 pub(super) async fn handle(
     shared: &Shared,
@@ -103,7 +104,7 @@ async fn dispatch(
         need(&staff, staff_only)?;
         return match (&method, segments.as_slice()) {
             (&Method::GET, []) => {
-                let state = match api::query_param(query.as_deref(), "state") {
+                let state = match crate::wire::query_param(query.as_deref(), "state") {
                     Some(s) => Some(s.parse::<RequestState>().map_err(Problem::StateConflict)?),
                     None => None,
                 };
@@ -155,7 +156,7 @@ async fn dispatch(
         need(&staff, staff_only)?;
         return match (&method, segments.as_slice()) {
             (&Method::GET, []) => {
-                let state = match api::query_param(query.as_deref(), "state") {
+                let state = match crate::wire::query_param(query.as_deref(), "state") {
                     Some(s) => Some(s.parse::<GrantState>().map_err(Problem::StateConflict)?),
                     None => None,
                 };
@@ -193,7 +194,7 @@ async fn dispatch(
         need(&staff, staff_only)?;
         return match (&method, segments.as_slice()) {
             (&Method::GET, []) => {
-                let state = match api::query_param(query.as_deref(), "state") {
+                let state = match crate::wire::query_param(query.as_deref(), "state") {
                     Some(s) => Some(s.parse::<NoticeState>().map_err(Problem::StateConflict)?),
                     None => None,
                 };

@@ -7,8 +7,8 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Body, full};
 use crate::error::Problem;
+use crate::wire::{Body, full};
 
 /// API bodies are small: a request for data, an approval.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -56,13 +56,4 @@ pub fn segments<'p>(path: &'p str, prefix: &str) -> Option<Vec<&'p str>> {
     }
     let rest = rest.strip_prefix('/')?;
     Some(rest.split('/').collect())
-}
-
-/// The value of `name` in a query string.
-pub fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }

@@ -18,10 +18,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use serde::{Deserialize, Serialize};
 
-use super::api::{self, json};
-use super::{Body, Shared};
+use super::Shared;
+use super::api::json;
 use crate::audit::entry::Entry;
 use crate::audit::merkle::Hash;
 use crate::error::Problem;
@@ -29,6 +28,7 @@ use crate::identity::PeerIdentity;
 use crate::report::{self, Epsilon, Publication, ReportQuery, ReportQueryError};
 use crate::store::{MAX_AUDIT_PAGE, StoreError};
 use crate::transfer::receipt::TransferId;
+use crate::wire::{Body, ConsistencyProof, InclusionProof, ReceiptInclusion};
 
 /// Serves `GET /v1/audit/...` on the admin listener; `segments` follow `/v1/audit`.
 pub(super) async fn admin(
@@ -188,39 +188,12 @@ pub(super) async fn receipt_inclusion(
     ))
 }
 
-/// An inclusion proof as the admin API answers it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct InclusionProof {
-    pub index: u64,
-    pub size: u64,
-    pub proof: Vec<String>,
-}
-
-/// A consistency proof as the admin API answers it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ConsistencyProof {
-    pub old: u64,
-    pub new: u64,
-    pub proof: Vec<String>,
-}
-
-/// A receipt's entry, the checkpoint it is proven against and the proof.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ReceiptInclusion {
-    pub index: u64,
-    /// The entry's exact bytes (UTF-8 JSON).
-    pub entry: String,
-    /// The signed tree head of the size the proof is for.
-    pub checkpoint: String,
-    pub proof: Vec<String>,
-}
-
 fn encode(proof: &[Hash]) -> Vec<String> {
     proof.iter().map(|h| STANDARD.encode(h)).collect()
 }
 
 fn number(query: Option<&str>, name: &'static str) -> Result<Option<u64>, Problem> {
-    api::query_param(query, name)
+    crate::wire::query_param(query, name)
         .map(|v| {
             v.parse::<u64>()
                 .map_err(|_| Problem::InvalidQuery(name, format!("`{v}` is not a whole number")))
@@ -240,7 +213,7 @@ fn text(body: String) -> Response<Body> {
 }
 
 fn with_type(body: Vec<u8>, content_type: &'static str) -> Response<Body> {
-    let mut response = Response::new(super::full(Bytes::from(body)));
+    let mut response = Response::new(crate::wire::full(Bytes::from(body)));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

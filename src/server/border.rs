@@ -6,7 +6,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::api::{self, json};
-use super::{Body, Shared, proxy};
+use super::{Shared, proxy};
 use crate::audit::entry::Event;
 use crate::config::Route;
 use crate::error::Problem;
@@ -18,6 +18,7 @@ use crate::store::StoreError;
 use crate::transfer::check;
 use crate::transfer::receipt::{TransferId, TransferOpen};
 use crate::transfer::stream::{Start, Transfer, Writes};
+use crate::wire::Body;
 
 pub(super) async fn handle(
     shared: &Shared,
@@ -293,17 +294,20 @@ async fn transfer(
     request.headers_mut().remove(http::header::AUTHORIZATION);
     let writes = request.extensions_mut().remove::<Writes>();
     let gateway_headers = [
-        (proxy::GRANT_HEADER, transfer.grant.id.to_string()),
+        (crate::wire::GRANT_HEADER, transfer.grant.id.to_string()),
         (
-            proxy::LEGAL_BASIS_HEADER,
+            crate::wire::LEGAL_BASIS_HEADER,
             transfer.grant.scope.legal_basis.clone(),
         ),
-        (proxy::TARGET_HEADER, transfer.target.clone()),
+        (crate::wire::TARGET_HEADER, transfer.target.clone()),
         (
-            proxy::PERIOD_FROM_HEADER,
+            crate::wire::PERIOD_FROM_HEADER,
             authorized.period.from.to_string(),
         ),
-        (proxy::PERIOD_TO_HEADER, authorized.period.to.to_string()),
+        (
+            crate::wire::PERIOD_TO_HEADER,
+            authorized.period.to.to_string(),
+        ),
     ];
     let upstream = match shared
         .upstream

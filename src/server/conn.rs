@@ -135,7 +135,7 @@ async fn connection(stream: TcpStream, remote: SocketAddr, kind: Listener, share
             // it over HTTP/1.1, but over HTTP/2 it would send DATA, which a
             // client must treat as a protocol error.
             let response = if head {
-                response.map(|_| super::full(bytes::Bytes::new()))
+                response.map(|_| crate::wire::full(bytes::Bytes::new()))
             } else {
                 response
             };

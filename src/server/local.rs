@@ -25,11 +25,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{self, json};
-use super::{Body, BoxError, TRANSFER_HEADER};
 use crate::client::BorderClient;
 use crate::config::Peer;
 use crate::error::Problem;
 use crate::identity::Jurisdiction;
+use crate::wire::{Body, BoxError, TRANSFER_HEADER};
 
 /// Verdicts kept for apps to read; the oldest go first.
 const VERDICTS_KEPT: usize = 10_000;

@@ -11,10 +11,11 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, Shared, full};
+use super::Shared;
 use crate::error::Problem;
 use crate::grant::GrantState;
 use crate::metrics;
+use crate::wire::{Body, full};
 
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     super::serve_plain(listener, "ops", stop, move |request| {

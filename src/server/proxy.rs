@@ -16,26 +16,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::Body;
 use crate::config::Route;
 use crate::error::Problem;
 use crate::identity::PeerIdentity;
 use crate::transfer::receipt::TransferId;
-
-/// Headers set for the upstream from the verified peer identity.
-pub const PEER_HEADER: &str = "x-xborder-peer";
-pub const JURISDICTION_HEADER: &str = "x-xborder-jurisdiction";
-pub const CATEGORY_HEADER: &str = "x-xborder-category";
-pub const GRANT_HEADER: &str = "x-xborder-grant";
-pub const LEGAL_BASIS_HEADER: &str = "x-xborder-legal-basis";
-pub const TARGET_HEADER: &str = "x-xborder-target";
-pub const PERIOD_FROM_HEADER: &str = "x-xborder-period-from";
-pub const PERIOD_TO_HEADER: &str = "x-xborder-period-to";
-/// On responses: the transfer's id, where its receipt is, and the content
-/// type of the sealed plaintext.
-pub const TRANSFER_HEADER: &str = "x-xborder-transfer";
-pub const RECEIPT_HEADER: &str = "x-xborder-receipt";
-pub const CONTENT_TYPE_HEADER: &str = "x-xborder-content-type";
+use crate::wire::{
+    Body, CATEGORY_HEADER, CONTENT_TYPE_HEADER, JURISDICTION_HEADER, PEER_HEADER, RECEIPT_HEADER,
+    TRANSFER_HEADER,
+};
 
 /// Upstream response headers that may reach the peer. Anything else (cookies,
 /// server banners, internal hostnames, lengths of the plaintext) stays home.

@@ -28,8 +28,8 @@ use crate::grant::{Cause, Grant, GrantId};
 use crate::metrics::{CODE_OK, TransferMetrics};
 use crate::ratelimit::{Key, RateLimiter};
 use crate::review::{GrantEnded, Review};
-use crate::server::Body;
 use crate::store::StoreError;
+use crate::wire::Body;
 
 /// What the gateway knows of a transfer when it starts.
 pub struct Transfer {

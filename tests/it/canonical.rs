@@ -55,7 +55,7 @@ async fn recording_upstream(stop: CancellationToken) -> (SocketAddr, Arc<Mutex<V
                                 target: header("x-xborder-target"),
                             });
                             Ok::<_, std::convert::Infallible>(http::Response::new(
-                                xborder::server::full("a record"),
+                                xborder::wire::full("a record"),
                             ))
                         }
                     });
@@ -120,7 +120,7 @@ impl Setup {
             .method(method)
             .uri(path)
             .header("authorization", format!("Bearer {}", self.token))
-            .body(xborder::server::full(""))
+            .body(xborder::wire::full(""))
             .unwrap();
         let response = conn.send(request).await.unwrap();
         let status = response.status();

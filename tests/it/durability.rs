@@ -184,7 +184,7 @@ async fn try_send(
     let request = http::Request::builder()
         .method(method)
         .uri(path)
-        .body(xborder::server::full(bytes))
+        .body(xborder::wire::full(bytes))
         .ok()?;
     let response = conn.send(request).await.ok()?;
     let (parts, body) = xborder::client::collect(response).await.ok()?;

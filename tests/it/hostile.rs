@@ -1105,7 +1105,7 @@ async fn hostile_json_bodies_are_refused() {
             let mut conn = client.connect(border, "localhost").await.unwrap();
             let request = http::Request::post("/v1/requests")
                 .header("content-type", "application/json")
-                .body(xborder::server::full(body))
+                .body(xborder::wire::full(body))
                 .unwrap();
             let response = tokio::time::timeout(Duration::from_secs(10), conn.send(request))
                 .await

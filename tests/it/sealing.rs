@@ -49,7 +49,7 @@ async fn framing_upstream() -> std::net::SocketAddr {
     addr
 }
 
-fn frames(query: &str) -> Response<xborder::server::Body> {
+fn frames(query: &str) -> Response<xborder::wire::Body> {
     let param = |name: &str| {
         query
             .split('&')

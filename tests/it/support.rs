@@ -381,7 +381,7 @@ pub async fn send_json_on(
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let request = request.body(xborder::server::full(bytes)).unwrap();
+    let request = request.body(xborder::wire::full(bytes)).unwrap();
     let (parts, body) = client::collect(conn.send(request).await.unwrap())
         .await
         .unwrap();

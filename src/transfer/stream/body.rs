@@ -22,8 +22,8 @@ use http_body_util::BodyExt;
 use hyper::body::Frame;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::server::{Body, BoxError};
 use crate::transfer::seal::{Digests, Piece, Tally};
+use crate::wire::{Body, BoxError};
 
 /// How long a connection's writes must have been flushed and quiet before a
 /// cut response is reset: the HTTP/2 connection task writes a stream's
