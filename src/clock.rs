@@ -115,6 +115,17 @@ impl Clock {
     }
 }
 
+/// A positive duration written as humans do (`10s`, `8h`, `1m 30s`).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "`{value}` is not a duration ({e}); write e.g. \"10s\" or \"8h\""
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

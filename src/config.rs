@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::category::Category;
+use crate::clock::parse_duration;
+use crate::identity::Role;
 use crate::identity::{Jurisdiction, SpiffeId, TrustDomain};
 use crate::policy::{PairPolicy, Policies, RawPairPolicy};
 use crate::report::Epsilon;
-use crate::review::Role;
 
 /// A validated gateway configuration.
 #[derive(Clone, Debug)]
@@ -191,17 +192,6 @@ impl Route {
     pub fn strip<'p>(&self, path: &'p str) -> Option<&'p str> {
         let rest = path.strip_prefix(self.prefix.as_str())?;
         (rest.is_empty() || rest.starts_with('/') || self.prefix == "/").then_some(rest)
-    }
-}
-
-/// A positive duration written as humans do (`10s`, `8h`, `1m 30s`).
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(value) {
-        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(format!(
-            "`{value}` is not a duration ({e}); write e.g. \"10s\" or \"8h\""
-        )),
     }
 }
 

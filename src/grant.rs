@@ -14,13 +14,10 @@ use crate::clock::Timestamp;
 use crate::identity::{Jurisdiction, SpiffeId};
 use crate::request::{RequestId, Scope};
 
+pub use crate::id::GrantId;
+
 pub mod scheduler;
 pub mod token;
-
-uuid_id!(
-    /// A grant; the `jti` of its token.
-    GrantId
-);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -172,4 +169,14 @@ impl Grant {
             _ => None,
         }
     }
+}
+
+/// A grant ending, as announced to whoever streams under it.
+#[derive(Clone, Debug)]
+pub struct GrantEnded {
+    pub id: GrantId,
+    pub cause: Cause,
+    /// Ended by another replica sharing the store (announced here by the
+    /// store's listener); counted in that replica's metrics, not ours.
+    pub remote: bool,
 }

@@ -10,6 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use base64::Engine as _;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
@@ -248,6 +249,46 @@ pub enum IdentityError {
 serde_as_string!(Jurisdiction);
 serde_as_string!(SpiffeId);
 serde_as_string!(TrustDomain);
+
+/// What an identity on the admin listener may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads requests, findings and grants.
+    Reviewer,
+    /// Approves, denies, validates emergency grants, revokes.
+    Approver,
+    /// Runs the gateway: reads everything, revokes grants (incident response).
+    Operator,
+    /// An oversight body: reads the audit log and transparency reports only.
+    Auditor,
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reviewer" => Ok(Self::Reviewer),
+            "approver" => Ok(Self::Approver),
+            "operator" => Ok(Self::Operator),
+            "auditor" => Ok(Self::Auditor),
+            other => Err(format!(
+                "`{other}` is not a role (reviewer, approver, operator, auditor)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Reviewer => "reviewer",
+            Self::Approver => "approver",
+            Self::Operator => "operator",
+            Self::Auditor => "auditor",
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -4,40 +4,6 @@
 //! vocabulary (peer, jurisdiction, request, grant, transfer, receipt, audit).
 #![forbid(unsafe_code)]
 
-/// A random (v4) UUID identifier with `new`, `FromStr`, `Display` and serde.
-macro_rules! uuid_id {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-        pub struct $name(uuid::Uuid);
-
-        impl $name {
-            pub fn new() -> Self {
-                Self(uuid::Uuid::new_v4())
-            }
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                Self::new()
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = uuid::Error;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                uuid::Uuid::parse_str(s).map(Self)
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                self.0.fmt(f)
-            }
-        }
-    };
-}
-
 /// Serialises a type as its `Display` string and parses it back with `FromStr`.
 macro_rules! serde_as_string {
     ($ty:ty) => {
@@ -67,6 +33,7 @@ pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grant;
+pub mod id;
 pub mod identity;
 pub mod metrics;
 pub mod notify;

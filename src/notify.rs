@@ -62,12 +62,8 @@ mod webhook;
 #[cfg(test)]
 mod tests;
 
+pub use crate::id::NoticeId;
 pub use webhook::{ATTEMPT_HEADER, IDEMPOTENCY_KEY_HEADER};
-
-uuid_id!(
-    /// A data-subject notice; also the idempotency key of its delivery.
-    NoticeId
-);
 
 /// How many due notices the notifier takes from the store at a time.
 const BATCH: usize = 32;

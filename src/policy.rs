@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::category::Category;
@@ -21,41 +21,7 @@ use crate::clock::Timestamp;
 use crate::identity::Jurisdiction;
 use crate::request::{Scope, Urgency};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    Fail,
-    NeedsReview,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pass => "pass",
-            Self::Fail => "fail",
-            Self::NeedsReview => "needs_review",
-        }
-    }
-}
-
-/// One rule's verdict on a request, with the reason in plain words.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finding {
-    pub rule: String,
-    pub verdict: Verdict,
-    pub reason: String,
-}
-
-impl Finding {
-    fn new(rule: impl Into<String>, verdict: Verdict, reason: impl Into<String>) -> Self {
-        Self {
-            rule: rule.into(),
-            verdict,
-            reason: reason.into(),
-        }
-    }
-}
+pub use crate::request::{Finding, Verdict};
 
 /// How an emergency request may be approved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

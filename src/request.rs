@@ -13,19 +13,57 @@ use serde::{Deserialize, Serialize};
 
 use crate::category::Category;
 use crate::clock::Timestamp;
-use crate::grant::GrantId;
+use crate::id::GrantId;
 use crate::identity::{Jurisdiction, SpiffeId};
-use crate::policy::Finding;
+
+pub use crate::id::RequestId;
+
+/// What a policy rule found (see [`crate::policy`]): a request carries its
+/// findings, so they are defined with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    NeedsReview,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::NeedsReview => "needs_review",
+        }
+    }
+}
+
+/// One rule's verdict on a request, with the reason in plain words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub rule: String,
+    pub verdict: Verdict,
+    pub reason: String,
+}
+
+impl Finding {
+    pub(crate) fn new(
+        rule: impl Into<String>,
+        verdict: Verdict,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            rule: rule.into(),
+            verdict,
+            reason: reason.into(),
+        }
+    }
+}
 
 /// Bounds on what one request may carry, whatever the policy says.
 pub const MAX_TARGETS: usize = 1000;
 pub const MAX_TARGET_LEN: usize = 256;
 pub const MAX_TEXT_LEN: usize = 4096;
-
-uuid_id!(
-    /// A filed request.
-    RequestId
-);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -6,62 +6,19 @@
 //! against the store in one transaction, so a crash leaves either the whole
 //! decision or none of it.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
 
 use crate::audit::entry::Pseudonymiser;
 use crate::clock::{Clock, Timestamp};
 use crate::grant::token::{TokenError, Tokens};
-use crate::grant::{Cause, Grant, GrantId, GrantState, Quotas};
+use crate::grant::{Cause, Grant, GrantEnded, GrantId, GrantState, Quotas};
 use crate::identity::{Jurisdiction, PeerIdentity, SpiffeId};
 use crate::policy::{Evaluation, Finding, Policies};
 use crate::request::{Approval, FieldError, Request, RequestBody, RequestId, RequestState};
 use crate::store::{Approved, Decision, SignReceipt, Store, StoreError};
-
-/// What an identity on the admin listener may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Reads requests, findings and grants.
-    Reviewer,
-    /// Approves, denies, validates emergency grants, revokes.
-    Approver,
-    /// Runs the gateway: reads everything, revokes grants (incident response).
-    Operator,
-    /// An oversight body: reads the audit log and transparency reports only.
-    Auditor,
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "reviewer" => Ok(Self::Reviewer),
-            "approver" => Ok(Self::Approver),
-            "operator" => Ok(Self::Operator),
-            "auditor" => Ok(Self::Auditor),
-            other => Err(format!(
-                "`{other}` is not a role (reviewer, approver, operator, auditor)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Reviewer => "reviewer",
-            Self::Approver => "approver",
-            Self::Operator => "operator",
-            Self::Auditor => "auditor",
-        })
-    }
-}
 
 /// The terms an approver sets: how long the grant lives, what it may move,
 /// and how long its data subjects' notification is deferred. When several
@@ -106,16 +63,6 @@ impl From<StoreError> for ReviewError {
             other => Self::Store(other),
         }
     }
-}
-
-/// A grant ending, as announced to whoever streams under it.
-#[derive(Clone, Debug)]
-pub struct GrantEnded {
-    pub id: GrantId,
-    pub cause: Cause,
-    /// Ended by another replica sharing the store (announced here by the
-    /// store's listener); counted in that replica's metrics, not ours.
-    pub remote: bool,
 }
 
 pub struct Review {

@@ -21,11 +21,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::LogKey;
 use crate::audit::entry::{Event, Pseudonymiser};
-use crate::audit::{LogKey, Recorder};
 use crate::clock::Clock;
 use crate::config::StoreSettings;
 use crate::config::{Config, ConfigErrors};
+use crate::grant::GrantEnded;
 use crate::grant::scheduler;
 use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
 use crate::identity::Jurisdiction;
@@ -35,10 +36,10 @@ use crate::metrics::{
 };
 use crate::notify::Notifier;
 use crate::ratelimit::RateLimiter;
-use crate::review::{GrantEnded, Review};
+use crate::review::Review;
 use crate::store::postgres::{PostgresStore, listen};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreError};
+use crate::store::{Recorder, Store, StoreError};
 use crate::tls::{self, ServerTls};
 use crate::transfer::receipt::Receipt;
 use crate::transfer::stream::Movers;

@@ -404,3 +404,24 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// Appends the events that change no stored state (a denied transfer, a TLS
+/// reload): the event happened whatever the log says, so a failure to log it
+/// is reported loudly (an error line and
+/// `xborder_audit_append_failures_total`) rather than undoing anything.
+#[derive(Clone)]
+pub struct Recorder {
+    pub store: std::sync::Arc<dyn Store>,
+    pub clock: crate::clock::Clock,
+    pub failures: prometheus::IntCounter,
+}
+
+impl Recorder {
+    pub async fn record(&self, event: Event) {
+        let kind = event.kind();
+        if let Err(e) = self.store.record(self.clock.now(), event).await {
+            self.failures.inc();
+            tracing::error!(error = %e, kind, "cannot append to the audit log");
+        }
+    }
+}

@@ -154,7 +154,7 @@ pub fn run(cmd: RequestCommand) -> anyhow::Result<()> {
 
 /// Checks a lifetime before it is sent; the gateway checks it against policy.
 fn duration_text(text: &str) -> Result<String, String> {
-    crate::config::parse_duration(text).map(|_| text.to_owned())
+    crate::clock::parse_duration(text).map(|_| text.to_owned())
 }
 
 /// Checks a deferral before it is sent (zero is allowed: notify at once).

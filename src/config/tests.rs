@@ -1,5 +1,5 @@
 use super::*;
-use crate::review::Role;
+use crate::identity::Role;
 
 const GOOD: &str = r#"
 jurisdiction = "EE"

@@ -22,7 +22,7 @@ impl PairPolicy {
         let mut ok = true;
         let mut duration = |key: &str, value: Option<&str>, default: Duration| match value {
             None => default,
-            Some(text) => crate::config::parse_duration(text).unwrap_or_else(|e| {
+            Some(text) => crate::clock::parse_duration(text).unwrap_or_else(|e| {
                 error(key.to_owned(), e);
                 ok = false;
                 default

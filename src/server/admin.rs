@@ -31,9 +31,10 @@ use super::border::Reason;
 use crate::error::Problem;
 use crate::grant::{Grant, GrantId, GrantState, Quotas};
 use crate::identity::PeerIdentity;
+use crate::identity::Role;
 use crate::notify::NoticeState;
 use crate::request::{Request as FiledRequest, RequestId, RequestState};
-use crate::review::{Role, Terms};
+use crate::review::Terms;
 use crate::store::Approved;
 use crate::wire::Body;
 
@@ -222,7 +223,7 @@ impl ApproveBody {
     fn terms(&self) -> Result<Terms, Problem> {
         let lifetime = match &self.lifetime {
             Some(text) => Some(
-                crate::config::parse_duration(text)
+                crate::clock::parse_duration(text)
                     .map_err(|e| Problem::InvalidRequest(vec![field_error("lifetime", e)]))?,
             ),
             None => None,

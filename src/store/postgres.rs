@@ -134,7 +134,7 @@ impl PostgresStore {
     /// grant's due time (see [`listen`]).
     pub fn listener(
         &self,
-        ended: tokio::sync::broadcast::Sender<crate::review::GrantEnded>,
+        ended: tokio::sync::broadcast::Sender<crate::grant::GrantEnded>,
         rearm: Arc<tokio::sync::Notify>,
     ) -> listen::Listener {
         listen::Listener {

@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::ServerTls;
-use crate::audit::Recorder;
 use crate::audit::entry::Event;
 use crate::config::{Config, ConfigErrors};
+use crate::store::Recorder;
 
 /// Installs the SIGHUP handler. Call it before the gateway announces itself:
 /// a SIGHUP that arrives before a handler exists terminates the process.

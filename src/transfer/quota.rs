@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::grant::GrantId;
+use crate::id::GrantId;
 
 #[derive(Default)]
 pub struct ByteQuotas {

@@ -18,15 +18,12 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
-use crate::grant::GrantId;
+use crate::id::GrantId;
+
+pub use crate::id::TransferId;
 
 #[cfg(test)]
 mod tests;
-
-uuid_id!(
-    /// One transfer: one payload that crosses the border under a grant.
-    TransferId
-);
 
 /// Why a transfer did not complete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -24,10 +24,11 @@ use super::quota::{self, ByteQuotas};
 use super::receipt::{Incomplete, Receipt, TransferId};
 use super::seal::{Digests, Piece, Sealer, Wrapper};
 use crate::clock::Timestamp;
+use crate::grant::GrantEnded;
 use crate::grant::{Cause, Grant, GrantId};
 use crate::metrics::{CODE_OK, TransferMetrics};
 use crate::ratelimit::{Key, RateLimiter};
-use crate::review::{GrantEnded, Review};
+use crate::review::Review;
 use crate::store::StoreError;
 use crate::wire::Body;
 

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{DUE_CHANNEL, ENDED_CHANNEL, PostgresSettings};
 use crate::clock::Timestamp;
+use crate::grant::GrantEnded;
 use crate::grant::{Cause, GrantId};
-use crate::review::GrantEnded;
 
 /// How far before the loss of the connection the resync reaches back:
 /// replicas' clocks and in-flight transactions may disagree by this much.
