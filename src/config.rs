@@ -902,7 +902,7 @@ mod notify;
 mod raw;
 mod store;
 
-pub use notify::NotifySettings;
+pub use crate::notify::NotifySettings;
 pub use store::StoreSettings;
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ pub mod grant;
 pub mod id;
 pub mod identity;
 pub mod metrics;
+pub mod notice;
 pub mod notify;
 pub mod pki;
 pub mod policy;

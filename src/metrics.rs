@@ -518,7 +518,7 @@ impl NoticeMetrics {
         )?;
         registry.register(Box::new(notices.clone()))?;
         registry.register(Box::new(deliveries.clone()))?;
-        for state in crate::notify::NoticeState::ALL {
+        for state in crate::notice::NoticeState::ALL {
             notices.with_label_values(&[state.as_str()]);
         }
         for outcome in DeliveryOutcome::ALL {
@@ -531,10 +531,10 @@ impl NoticeMetrics {
     }
 
     /// Sets the outbox gauges from the store's counts.
-    pub fn set(&self, counts: crate::notify::NoticeCounts) {
+    pub fn set(&self, counts: crate::notice::NoticeCounts) {
         for (state, count) in [
-            (crate::notify::NoticeState::Pending, counts.pending),
-            (crate::notify::NoticeState::Delivered, counts.delivered),
+            (crate::notice::NoticeState::Pending, counts.pending),
+            (crate::notice::NoticeState::Delivered, counts.delivered),
         ] {
             self.notices
                 .with_label_values(&[state.as_str()])

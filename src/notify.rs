@@ -39,22 +39,14 @@
 //! own notification service, which must reach the subjects, and the store
 //! holds them in clear already. The audit log never does.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::category::Category;
 use crate::clock::{Clock, Timestamp};
-use crate::config::NotifySettings;
-use crate::grant::GrantId;
-use crate::identity::{Jurisdiction, SpiffeId};
 use crate::metrics::NoticeMetrics;
-use crate::request::{Period, RequestId};
 use crate::store::{Store, StoreError};
 
 mod webhook;
@@ -62,113 +54,35 @@ mod webhook;
 #[cfg(test)]
 mod tests;
 
-pub use crate::id::NoticeId;
+pub use crate::notice::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
 pub use webhook::{ATTEMPT_HEADER, IDEMPOTENCY_KEY_HEADER};
 
 /// How many due notices the notifier takes from the store at a time.
 const BATCH: usize = 32;
 
-/// Where a notice is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NoticeState {
-    /// Not yet accepted by the receiver (not due yet, or being retried).
-    Pending,
-    /// The receiver answered 2xx; recorded in the audit log.
-    Delivered,
+/// Delivery of data-subject notices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifySettings {
+    /// Where notices are POSTed (`http://` only). `None`: they stay pending
+    /// in the outbox, and the gateway warns at start.
+    pub webhook: Option<http::Uri>,
+    /// An attempt must be answered (status line) within this.
+    pub timeout: Duration,
+    /// The wait after the first failed attempt; it doubles with each further one…
+    pub retry_min: Duration,
+    /// …up to this.
+    pub retry_max: Duration,
 }
 
-impl NoticeState {
-    pub const ALL: [Self; 2] = [Self::Pending, Self::Delivered];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Delivered => "delivered",
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self {
+            webhook: None,
+            timeout: Duration::from_secs(10),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
         }
     }
-}
-
-impl FromStr for NoticeState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pending" => Ok(Self::Pending),
-            "delivered" => Ok(Self::Delivered),
-            other => Err(format!(
-                "`{other}` is not a notice state (pending, delivered)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for NoticeState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One notice, with what its receiver needs to tell the subjects. Serialised,
-/// it is the webhook's JSON body (less `attempts`, so that every attempt
-/// sends the same bytes under the same key).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Notice {
-    #[serde(rename = "notice_id")]
-    pub id: NoticeId,
-    pub grant_id: GrantId,
-    pub request_id: RequestId,
-    /// The foreign authority the data went to (the grantee).
-    pub requester: SpiffeId,
-    pub requester_jurisdiction: Jurisdiction,
-    /// Ours: the data holder's jurisdiction.
-    pub holder: Jurisdiction,
-    pub legal_basis: String,
-    pub categories: Vec<Category>,
-    /// The subjects' identifiers, in clear.
-    pub targets: Vec<String>,
-    /// The time range of the data the grant covers.
-    pub period: Period,
-    #[serde(rename = "grant_issued_at")]
-    pub issued_at: Timestamp,
-    #[serde(rename = "grant_expires_at")]
-    pub expires_at: Timestamp,
-    /// When notification was allowed to go out: issue plus deferral.
-    pub due_at: Timestamp,
-    /// Failed delivery attempts so far.
-    #[serde(skip)]
-    pub attempts: u32,
-}
-
-impl Notice {
-    /// The webhook body: compact JSON, the same on every attempt.
-    pub fn body(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a notice always serialises")
-    }
-}
-
-/// A notice with its delivery state, as `GET /v1/notices` lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct NoticeView {
-    #[serde(flatten)]
-    pub notice: Notice,
-    pub state: NoticeState,
-    /// Recorded delivery attempts, the successful one included.
-    pub attempts: u32,
-    /// While pending: when the notifier tries next.
-    pub next_attempt_at: Option<Timestamp>,
-    pub last_attempt_at: Option<Timestamp>,
-    /// Why the last failed attempt failed.
-    pub last_error: Option<String>,
-    pub delivered_at: Option<Timestamp>,
-    /// The receiver's 2xx status when it accepted the notice.
-    pub status: Option<u16>,
-}
-
-/// How many notices the store holds, by state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NoticeCounts {
-    pub pending: u64,
-    pub delivered: u64,
 }
 
 /// The wait before the next attempt after `failures` failed ones:

@@ -26,7 +26,7 @@ use sha2::{Digest as _, Sha256};
 use super::merkle::Hash;
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId};
-use crate::notify::NoticeId;
+use crate::notice::NoticeId;
 use crate::policy::Finding;
 use crate::request::{Request, RequestId};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};

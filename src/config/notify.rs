@@ -4,31 +4,7 @@
 use std::time::Duration;
 
 use super::{Validator, raw};
-
-/// Delivery of data-subject notices.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotifySettings {
-    /// Where notices are POSTed (`http://` only). `None`: they stay pending
-    /// in the outbox, and the gateway warns at start.
-    pub webhook: Option<http::Uri>,
-    /// An attempt must be answered (status line) within this.
-    pub timeout: Duration,
-    /// The wait after the first failed attempt; it doubles with each further one…
-    pub retry_min: Duration,
-    /// …up to this.
-    pub retry_max: Duration,
-}
-
-impl Default for NotifySettings {
-    fn default() -> Self {
-        Self {
-            webhook: None,
-            timeout: Duration::from_secs(10),
-            retry_min: Duration::from_secs(1),
-            retry_max: Duration::from_secs(600),
-        }
-    }
-}
+use crate::notify::NotifySettings;
 
 impl Validator<'_> {
     pub(super) fn notify(&mut self, raw: Option<raw::Notify>) -> Option<NotifySettings> {

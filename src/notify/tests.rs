@@ -21,10 +21,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use super::{IDEMPOTENCY_KEY_HEADER, NoticeState, NoticeView, Notifier, backoff};
+use super::{IDEMPOTENCY_KEY_HEADER, NoticeState, NoticeView, Notifier, NotifySettings, backoff};
 use crate::audit::entry::{Entry, Event, Pseudonymiser};
 use crate::clock::{Clock, Timestamp};
-use crate::config::NotifySettings;
 use crate::grant::GrantId;
 use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
 use crate::identity::{PeerIdentity, Thumbprint};

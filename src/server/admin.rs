@@ -32,7 +32,7 @@ use crate::error::Problem;
 use crate::grant::{Grant, GrantId, GrantState, Quotas};
 use crate::identity::PeerIdentity;
 use crate::identity::Role;
-use crate::notify::NoticeState;
+use crate::notice::NoticeState;
 use crate::request::{Request as FiledRequest, RequestId, RequestState};
 use crate::review::Terms;
 use crate::store::Approved;

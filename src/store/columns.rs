@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use super::StoreError;
 use crate::clock::Timestamp;
 use crate::grant::{Ending, Grant, Quotas};
-use crate::notify::{Notice, NoticeState, NoticeView};
+use crate::notice::{Notice, NoticeState, NoticeView};
 use crate::request::{Request, Scope};
 use crate::transfer::receipt::TransferOpen;
 

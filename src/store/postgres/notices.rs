@@ -9,7 +9,7 @@ use super::{Tx, audit, execute, query, query_one, query_opt};
 use crate::audit::entry::Event;
 use crate::clock::Timestamp;
 use crate::grant::Grant;
-use crate::notify::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
+use crate::notice::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
 use crate::store::columns::{self, Columns as _};
 use crate::store::{StoreError, stored_error};
 

@@ -12,7 +12,7 @@ use super::rows::{Cols, sql_count};
 use crate::audit::entry::Event;
 use crate::clock::Timestamp;
 use crate::grant::Grant;
-use crate::notify::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
+use crate::notice::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
 use crate::store::columns;
 use crate::store::{StoreError, stored_error};
 

@@ -463,7 +463,7 @@ async fn notice_constraints_keep_pending_and_delivered_rows_whole() {
             &format!(
                 "INSERT INTO notices (id, grant_id, request_id, due_at, state, next_attempt_at) \
                  VALUES ('{}', '{}', '{}', 1, 'pending', 1)",
-                crate::notify::NoticeId::new(),
+                crate::notice::NoticeId::new(),
                 grant.id,
                 request.id
             )
