@@ -16,7 +16,6 @@ use crate::request::{RequestId, Scope};
 
 pub use crate::id::GrantId;
 
-pub mod scheduler;
 pub mod token;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

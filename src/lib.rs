@@ -33,6 +33,7 @@ pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grant;
+pub mod grants;
 pub mod id;
 pub mod identity;
 pub mod metrics;
@@ -48,6 +49,7 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod transfer;
+pub mod transfers;
 pub mod upstream_example;
 pub mod wire;
 

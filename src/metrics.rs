@@ -155,7 +155,7 @@ pub const REFUSAL_CODES: [&str; 10] = [
     "policy_withdrawn",
 ];
 
-/// Metrics of transfers: the border's refusals and the movers' endings.
+/// Metrics of transfers: the border's refusals and the transfers' endings.
 #[derive(Clone)]
 pub struct TransferMetrics {
     /// `xborder_transfers_total{jurisdiction, outcome, code}`.

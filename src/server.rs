@@ -26,9 +26,8 @@ use crate::audit::entry::{Event, Pseudonymiser};
 use crate::clock::Clock;
 use crate::config::StoreSettings;
 use crate::config::{Config, ConfigErrors};
-use crate::grant::GrantEnded;
-use crate::grant::scheduler;
 use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
+use crate::grants;
 use crate::identity::Jurisdiction;
 use crate::metrics::{
     self, AuditMetrics, CertificateMetrics, GrantMetrics, ListenerMetrics, NoticeMetrics,
@@ -42,7 +41,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Recorder, Store, StoreError};
 use crate::tls::{self, ServerTls};
 use crate::transfer::receipt::Receipt;
-use crate::transfer::stream::Movers;
+use crate::transfers::stream::Transfers;
 use crate::wire::Body;
 
 mod admin;
@@ -91,7 +90,7 @@ pub(crate) struct Shared {
     /// Appends the events that change no stored state.
     pub audit: Recorder,
     pub audit_metrics: AuditMetrics,
-    pub movers: Arc<Movers>,
+    pub transfers: Arc<Transfers>,
     /// Rate limiters per jurisdiction pair (holder, requester).
     pub limiters: HashMap<(Jurisdiction, Jurisdiction), Arc<RateLimiter>>,
     /// Cancelled when shutdown begins: connections finish what is in flight.
@@ -246,7 +245,7 @@ impl Gateway {
                 )
             })
             .collect();
-        let movers = Arc::new(Movers {
+        let transfers = Arc::new(Transfers {
             review: review.clone(),
             quotas: Default::default(),
             metrics: transfer_metrics,
@@ -267,7 +266,7 @@ impl Gateway {
             log_key,
             audit,
             audit_metrics,
-            movers,
+            transfers,
             limiters,
             draining: CancellationToken::new(),
             closing: CancellationToken::new(),
@@ -319,7 +318,7 @@ impl Gateway {
         let acceptors = TaskTracker::new();
         // Subscribed before the scheduler starts, so no ending is missed; it
         // counts through the drain and stops when `run` returns.
-        let count_endings = tokio::spawn(count_grant_endings(
+        let count_endings = tokio::spawn(grants::count_endings(
             shared.review.ended.subscribe(),
             shared.grant_metrics.clone(),
         ));
@@ -354,10 +353,7 @@ impl Gateway {
             tracing::info!(listener = "local", addr = %local_addr(&listener), "listening");
             acceptors.spawn(local::serve(listener, relay, stop_accepting.clone()));
         }
-        acceptors.spawn(scheduler::run(
-            shared.review.clone(),
-            stop_accepting.clone(),
-        ));
+        acceptors.spawn(grants::run(shared.review.clone(), stop_accepting.clone()));
         let notifier = Notifier::new(
             shared.review.store.clone(),
             shared.review.clock.clone(),
@@ -412,27 +408,6 @@ impl Gateway {
     }
 }
 
-/// Counts grant endings by cause as `review` announces them.
-async fn count_grant_endings(
-    mut ended: tokio::sync::broadcast::Receiver<GrantEnded>,
-    metrics: GrantMetrics,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        match ended.recv().await {
-            Ok(ending) if ending.remote => {}
-            Ok(ending) => metrics.ended(ending.cause),
-            Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(
-                    missed,
-                    "grant endings not counted in the metrics: too many at once"
-                )
-            }
-            Err(RecvError::Closed) => return,
-        }
-    }
-}
-
 /// Serves plain HTTP/1.1 on `listener` (the ops and local listeners) until
 /// `stop`; every request goes to `handle`.
 async fn serve_plain<F, Fut>(
@@ -478,7 +453,7 @@ async fn serve_plain<F, Fut>(
 /// Closes the transfers a stop left open, with receipts that say so.
 async fn close_interrupted(
     review: &Review,
-    routes: &[crate::config::Route],
+    routes: &[crate::transfer::Route],
 ) -> Result<(), StoreError> {
     for open in review.store.interrupted_transfers().await? {
         // Whether its route sealed it; a route gone from the config is

@@ -1,13 +1,14 @@
-//! Transfers across the border: one payload that crosses under a grant.
+//! A transfer: one payload that crosses the border under a grant, as a
+//! domain concept with no store and no server: the [`route`] it takes, the
+//! age [`seal`] its payload is written in, the [`quota`] it is counted
+//! against, and the signed [`receipt`] that closes it.
 //!
-//! [`check`] runs the checks every transfer passes before anything moves, in
-//! the order of DESIGN.md. [`stream`] moves it: the upstream's response is
-//! sealed to the grant's recipient as it flows ([`seal`]), counted against the
-//! grant's quotas, shaped by the rate limits, cut when the grant ends, and
-//! closed with a signed [`receipt`].
+//! The service that runs transfers (check, open, stream, close) is
+//! [`crate::transfers`].
 
-pub mod check;
 pub mod quota;
 pub mod receipt;
+pub mod route;
 pub mod seal;
-pub mod stream;
+
+pub use route::Route;

@@ -8,16 +8,16 @@ use serde_json::json;
 use super::api::{self, json};
 use super::{Shared, proxy};
 use crate::audit::entry::Event;
-use crate::config::Route;
 use crate::error::Problem;
 use crate::grant::{GrantId, GrantState};
 use crate::identity::PeerIdentity;
 use crate::ratelimit::Key;
 use crate::request::{Request as FiledRequest, RequestBody, RequestId};
 use crate::store::StoreError;
-use crate::transfer::check;
+use crate::transfer::Route;
 use crate::transfer::receipt::{TransferId, TransferOpen};
-use crate::transfer::stream::{Start, Transfer, Writes};
+use crate::transfers::check;
+use crate::transfers::stream::{Start, Transfer, Writes};
 use crate::wire::Body;
 
 pub(super) async fn handle(
@@ -38,7 +38,10 @@ pub(super) async fn handle(
             } = refusal;
             let (status, code, fault) = problem.status_code();
             if route.is_some() && !counted {
-                shared.movers.metrics.refused(&peer.jurisdiction, &problem);
+                shared
+                    .transfers
+                    .metrics
+                    .refused(&peer.jurisdiction, &problem);
                 // The denial stands either way; a log that cannot take it is
                 // an operator's emergency, said loudly by the recorder.
                 let names = &shared.review.names;
@@ -201,7 +204,7 @@ async fn transfer(
     let review = &shared.review;
     let authorized = check::authorize(
         review,
-        &shared.movers.metrics.token_verification,
+        &shared.transfers.metrics.token_verification,
         peer,
         check::Asked {
             headers: request.headers(),
@@ -240,13 +243,13 @@ async fn transfer(
         None
     };
     // The byte quota may already be spent by this process's other transfers.
-    let counter = shared.movers.quotas.counter(grant.id, grant.used_bytes);
+    let counter = shared.transfers.quotas.counter(grant.id, grant.used_bytes);
     if grant
         .quotas
         .max_bytes
         .is_some_and(|max| counter.load(std::sync::atomic::Ordering::Acquire) >= max)
     {
-        shared.movers.exhaust(grant.id).await;
+        shared.transfers.exhaust(grant.id).await;
         return Err(Problem::GrantExhausted.into());
     }
     // Subscribed before opening, so no ending of the grant slips past the stream.
@@ -264,7 +267,7 @@ async fn transfer(
     let used_bytes = match review.store.open_transfer(&open).await {
         Ok(used) => used,
         Err(StoreError::QuotaExhausted { .. }) => {
-            shared.movers.exhaust(grant.id).await;
+            shared.transfers.exhaust(grant.id).await;
             return Err(Problem::GrantExhausted.into());
         }
         // The grant ended between the checks and the opening (here or on
@@ -316,13 +319,13 @@ async fn transfer(
     {
         Ok(response) => response,
         Err(problem) => {
-            shared.movers.abandon(transfer).await;
+            shared.transfers.abandon(transfer).await;
             return Err(TransferProblem::Opened(problem));
         }
     };
     let (parts, body) = upstream.into_parts();
     let id = transfer.id;
-    let body = shared.movers.start(Start {
+    let body = shared.transfers.start(Start {
         transfer,
         upstream: body,
         recipient,

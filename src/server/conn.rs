@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Listener, Shared, admin, border};
 use crate::identity::{self, PeerIdentity};
-use crate::transfer::stream::{WriteState, Writes};
+use crate::transfers::stream::{WriteState, Writes};
 
 /// Accepts connections until `stop` is cancelled; each runs on `connections`.
 pub(super) async fn accept_loop(

@@ -16,9 +16,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::Route;
 use crate::error::Problem;
 use crate::identity::PeerIdentity;
+use crate::transfer::Route;
 use crate::transfer::receipt::TransferId;
 use crate::wire::{
     Body, CATEGORY_HEADER, CONTENT_TYPE_HEADER, JURISDICTION_HEADER, PEER_HEADER, RECEIPT_HEADER,

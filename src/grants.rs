@@ -1,5 +1,6 @@
-//! Ends grants exactly when they fall due: at expiry, or when an emergency
-//! grant's validation window closes unvalidated.
+//! The grant service's clock: it ends grants exactly when they fall due (at
+//! expiry, or when an emergency grant's validation window closes
+//! unvalidated), and counts every ending announced on the endings broadcast.
 //!
 //! No polling sweep: the scheduler sleeps until the earliest due time the
 //! store knows (re-read at start, so grants that fell due while the gateway
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::grant::GrantEnded;
+use crate::metrics::GrantMetrics;
 use crate::review::Review;
 
 /// Runs until `shutdown` is cancelled.
@@ -50,6 +53,27 @@ async fn sweep(
         review.end(id, cause, None, None).await?;
     }
     Ok(review.store.next_due().await?)
+}
+
+/// Counts grant endings by cause as `review` announces them.
+pub async fn count_endings(
+    mut ended: tokio::sync::broadcast::Receiver<GrantEnded>,
+    metrics: GrantMetrics,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match ended.recv().await {
+            Ok(ending) if ending.remote => {}
+            Ok(ending) => metrics.ended(ending.cause),
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "grant endings not counted in the metrics: too many at once"
+                )
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,13 +22,13 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use prometheus::Histogram;
 
 use crate::clock::Timestamp;
-use crate::config::Route;
 use crate::error::Problem;
 use crate::grant::token::{TokenError, bearer};
 use crate::grant::{Grant, GrantId, GrantState};
 use crate::identity::PeerIdentity;
 use crate::request::{FieldError, Period};
 use crate::review::Review;
+use crate::transfer::Route;
 
 /// What a transfer that passed every check may take.
 #[derive(Clone, Debug)]

@@ -20,9 +20,6 @@ use std::sync::atomic::AtomicU64;
 use http_body_util::BodyExt;
 use tokio::sync::{broadcast, mpsc};
 
-use super::quota::{self, ByteQuotas};
-use super::receipt::{Incomplete, Receipt, TransferId};
-use super::seal::{Digests, Piece, Sealer, Wrapper};
 use crate::clock::Timestamp;
 use crate::grant::GrantEnded;
 use crate::grant::{Cause, Grant, GrantId};
@@ -30,6 +27,9 @@ use crate::metrics::{CODE_OK, TransferMetrics};
 use crate::ratelimit::{Key, RateLimiter};
 use crate::review::Review;
 use crate::store::StoreError;
+use crate::transfer::quota::{self, ByteQuotas};
+use crate::transfer::receipt::{Incomplete, Receipt, TransferId};
+use crate::transfer::seal::{Digests, Piece, Sealer, Wrapper};
 use crate::wire::Body;
 
 /// What the gateway knows of a transfer when it starts.
@@ -68,7 +68,7 @@ mod body;
 pub use body::{WriteState, Writes};
 
 /// What every transfer shares.
-pub struct Movers {
+pub struct Transfers {
     pub review: Arc<Review>,
     pub quotas: ByteQuotas,
     pub metrics: TransferMetrics,
@@ -99,7 +99,7 @@ impl End {
     }
 }
 
-impl Movers {
+impl Transfers {
     /// Starts moving a transfer; returns the response body.
     pub fn start(self: &Arc<Self>, start: Start) -> Body {
         let Start {
@@ -114,7 +114,7 @@ impl Movers {
         } = start;
         let (mut outlet, body) = body::response(recipient.is_some(), writes);
         let counter = self.quotas.counter(transfer.grant.id, used_bytes);
-        let movers = self.clone();
+        let transfers = self.clone();
         tokio::spawn(async move {
             let wrapper = match &recipient {
                 Some(recipient) => Sealer::new(recipient).map(Wrapper::Seal),
@@ -122,7 +122,7 @@ impl Movers {
             };
             let queued = match wrapper {
                 Ok(wrapper) => {
-                    movers
+                    transfers
                         .pump(
                             &transfer,
                             upstream,
@@ -143,7 +143,7 @@ impl Movers {
             // The grant's bytes are used up now, not when the client has
             // read the last of them: later transfers are refused at once.
             if let End::Exhausted = queued {
-                movers.exhaust(transfer.grant.id).await;
+                transfers.exhaust(transfer.grant.id).await;
             }
             let (end, digests) = match queued {
                 // Everything is queued after a clean end; it has crossed once
@@ -154,7 +154,7 @@ impl Movers {
                     let mut end = tokio::select! {
                         biased;
                         () = outlet.drained() => End::ClientGone,
-                        cause = ended_cause(&mut ended, transfer.grant.id, &movers.review) => End::GrantEnded(cause),
+                        cause = ended_cause(&mut ended, transfer.grant.id, &transfers.review) => End::GrantEnded(cause),
                     };
                     let digests = outlet.end(|drained| {
                         if drained {
@@ -166,7 +166,7 @@ impl Movers {
                 }
                 cut => (cut, outlet.end(|_| cut.cut())),
             };
-            movers.close(transfer, end, digests).await;
+            transfers.close(transfer, end, digests).await;
         });
         body
     }
