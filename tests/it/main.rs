@@ -14,6 +14,7 @@ mod deploy;
 mod durability;
 mod fuzz_corpus;
 mod hostile;
+mod layers;
 mod load;
 mod metrics;
 mod notify;
