@@ -35,7 +35,7 @@ use http_body_util::BodyExt as _;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use xborder::client::{self, BorderClient, Connection};
-use xborder::server::Gateway;
+use xborder::server::{Gateway, Listeners};
 use xborder::upstream_example;
 
 mod common;
@@ -106,11 +106,19 @@ impl Bench {
             .expect("the example upstream binds 127.0.0.1:0");
         let config = xborder::config::Config::load(&world.gateway_config(upstream))
             .expect("the bench config is valid");
-        let gateway = Gateway::bind(config).await.expect("the gateway starts");
-        let border = gateway.border_addr();
-        let admin = gateway.admin_addr().expect("an admin listener");
+        let listeners = Listeners::bind(&config.listeners)
+            .await
+            .expect("the listeners bind 127.0.0.1:0");
+        let gateway = Gateway::build(config).await.expect("the gateway starts");
+        let border = listeners.border_addr();
+        let admin = listeners.admin_addr().expect("an admin listener");
         let signal = stop.clone();
-        let task = tokio::spawn(gateway.run(async move { signal.cancelled().await }));
+        let task = tokio::spawn(async move {
+            gateway
+                .serve(listeners, async move { signal.cancelled().await })
+                .await
+                .expect("the gateway serves")
+        });
         let token = world.grant_token(border, admin).await;
         let fi = world.client(&world.police);
         Self {

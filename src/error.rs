@@ -13,6 +13,7 @@ use crate::grant::token::TokenError;
 use crate::policy::Finding;
 use crate::report::Epsilon;
 use crate::request::{FieldError, RequestId};
+use crate::store::StoreError;
 use crate::wire::Body;
 
 /// Who caused a failure: decides 4xx vs 5xx and the log level.
@@ -148,15 +149,19 @@ impl Problem {
             ),
             Self::TokenMissing => (StatusCode::UNAUTHORIZED, "token_missing", Downstream),
             Self::Token(e) => {
-                let status = match e {
-                    TokenError::NotBound => StatusCode::FORBIDDEN,
-                    TokenError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                    _ => StatusCode::UNAUTHORIZED,
-                };
-                let fault = if matches!(e, TokenError::Signing(_)) {
-                    Internal
-                } else {
-                    Downstream
+                let (status, fault) = match e {
+                    TokenError::Malformed
+                    | TokenError::Algorithm(_)
+                    | TokenError::UnknownKey
+                    | TokenError::Signature
+                    | TokenError::Expired
+                    | TokenError::NotYetValid
+                    | TokenError::Audience
+                    | TokenError::Issuer => (StatusCode::UNAUTHORIZED, Downstream),
+                    // Authenticated, but by another certificate than the
+                    // token's: the token is fine, the presenter is not.
+                    TokenError::NotBound => (StatusCode::FORBIDDEN, Downstream),
+                    TokenError::Signing(_) => (StatusCode::INTERNAL_SERVER_ERROR, Internal),
                 };
                 (status, e.code(), fault)
             }
@@ -222,7 +227,38 @@ impl Problem {
             }
             Self::Token(e) => vec![("detail", json!(e.to_string()))],
             Self::AuditOutOfRange { size, .. } => vec![("size", json!(size))],
-            _ => Vec::new(),
+            // The title says it all; or the cause is ours and stays in the log.
+            Self::RouteNotFound
+            | Self::BadPath
+            | Self::MethodNotAllowed(_)
+            | Self::NotAdmin
+            | Self::RoleRequired(_)
+            | Self::InvalidJson(_)
+            | Self::BodyTooLarge(_)
+            | Self::RequestNotFound
+            | Self::GrantNotFound
+            | Self::StateConflict(_)
+            | Self::LifetimeExceedsPolicy(_)
+            | Self::DeferralExceedsPolicy(_)
+            | Self::TokenMissing
+            | Self::GrantRevoked
+            | Self::GrantExpired
+            | Self::GrantExhausted
+            | Self::ScopeCategory(_)
+            | Self::ScopeTarget
+            | Self::ScopePeriod
+            | Self::TargetRequired
+            | Self::QueryParameterUnknown
+            | Self::QueryParameterRepeated(_)
+            | Self::RateLimited(_)
+            | Self::TransferOpen
+            | Self::TransferNotFound
+            | Self::PolicyWithdrawn
+            | Self::InvalidQuery(..)
+            | Self::UpstreamUnavailable(_)
+            | Self::StoreUnavailable(_)
+            | Self::ShuttingDown
+            | Self::Internal(_) => Vec::new(),
         }
     }
 
@@ -287,7 +323,22 @@ impl From<crate::review::ReviewError> for Problem {
             e @ E::LifetimeExceedsPolicy { .. } => Self::LifetimeExceedsPolicy(e.to_string()),
             e @ E::DeferralExceedsPolicy { .. } => Self::DeferralExceedsPolicy(e.to_string()),
             E::Token(e) => Self::Internal(Box::new(e)),
-            E::Store(e) => Self::StoreUnavailable(Box::new(e)),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The one conversion from store errors. Reads that find nothing return
+/// `None`, so `NotFound` here means a record vanished between a caller's read
+/// and its write: a conflict with a concurrent change, like `Conflict`.
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Backend(_) => Self::StoreUnavailable(Box::new(e)),
+            StoreError::Conflict(why) => Self::StateConflict(why),
+            StoreError::NotFound => Self::StateConflict(e.to_string()),
+            StoreError::QuotaExhausted { .. } => Self::GrantExhausted,
+            StoreError::OutOfRange { index, size } => Self::AuditOutOfRange { index, size },
         }
     }
 }

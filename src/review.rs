@@ -71,7 +71,7 @@ pub struct Review {
     pub tokens: Arc<Tokens>,
     /// Pseudonymises targets in audit entries written outside the store
     /// (denied transfers); the store holds the same key.
-    pub names: Pseudonymiser,
+    pub pseudonyms: Pseudonymiser,
     pub clock: Clock,
     /// Our jurisdiction: the holder of the data.
     pub holder: Jurisdiction,

@@ -1,9 +1,11 @@
 //! The gateway's listeners and their lifecycle.
 //!
-//! [`Gateway::bind`] checks every file and binds every listener, so a bad
-//! configuration fails before any port answers. [`Gateway::run`] serves until
-//! its shutdown future resolves, then stops accepting, lets in-flight
-//! exchanges finish within `timeouts.shutdown_grace`, and returns.
+//! Start-up is two steps. [`Gateway::build`] reads and checks every file the
+//! configuration names (reporting every problem at once), opens the store and
+//! builds every service; nothing listens yet. [`Gateway::serve`] serves on
+//! [`Listeners`] the caller bound until its shutdown future resolves, then
+//! stops accepting, lets in-flight exchanges finish within
+//! `timeouts.shutdown_grace`, and returns once every transfer has its receipt.
 //!
 //! The listeners are thin adapters: `border` (foreign peers, mTLS) and
 //! `admin` (our operators, mTLS) share the connection handling in [`conn`];
@@ -24,8 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::audit::LogKey;
 use crate::audit::entry::{Event, Pseudonymiser};
 use crate::clock::Clock;
-use crate::config::StoreSettings;
-use crate::config::{Config, ConfigErrors};
+use crate::config::{self, Config, ConfigErrors, StoreSettings};
 use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
 use crate::grants;
 use crate::identity::Jurisdiction;
@@ -69,8 +70,8 @@ impl Listener {
     }
 }
 
-/// What the listeners share.
-pub(crate) struct Shared {
+/// The services and state every listener hands its requests to.
+pub(crate) struct Services {
     pub config: Arc<Config>,
     pub tls: watch::Receiver<Arc<ServerTls>>,
     pub registry: prometheus::Registry,
@@ -99,18 +100,27 @@ pub(crate) struct Shared {
     pub closing: CancellationToken,
 }
 
-/// A gateway with its configuration checked and its listeners bound.
+/// A gateway built from its configuration: every file read and checked, the
+/// store open, every service and metric ready. Nothing listens yet.
 pub struct Gateway {
-    shared: Arc<Shared>,
+    services: Arc<Services>,
     tls_tx: watch::Sender<Arc<ServerTls>>,
-    border: TcpListener,
-    admin: Option<TcpListener>,
-    ops: Option<TcpListener>,
-    local: Option<(TcpListener, Arc<local::Relay>)>,
-    /// Installed at bind, before any listener is announced.
+    /// The sidecar relay, when the configuration has a `local` listener.
+    relay: Option<Arc<local::Relay>>,
+    /// Installed at build, before any listener is announced.
     hangup: Option<tokio::signal::unix::Signal>,
     /// Announces other replicas' grant endings (a shared store only).
     endings: Option<listen::Listener>,
+}
+
+/// The sockets a gateway serves on. The caller binds them ([`Listeners::bind`]
+/// binds what the configuration names; tests bind `127.0.0.1:0`), so the
+/// gateway is built and checked before any port is announced.
+pub struct Listeners {
+    pub border: TcpListener,
+    pub admin: Option<TcpListener>,
+    pub ops: Option<TcpListener>,
+    pub local: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,15 +142,100 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("a local listener was given, but the configuration has no `listeners.local`")]
+    LocalUnconfigured,
+}
+
+impl Listeners {
+    /// Binds every address `listeners` names.
+    pub async fn bind(listeners: &config::Listeners) -> Result<Self, StartError> {
+        async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    listener,
+                    addr,
+                    source,
+                })
+        }
+        async fn optional(
+            listener: &'static str,
+            addr: Option<SocketAddr>,
+        ) -> Result<Option<TcpListener>, StartError> {
+            match addr {
+                Some(addr) => bind(listener, addr).await.map(Some),
+                None => Ok(None),
+            }
+        }
+        Ok(Self {
+            border: bind("border", listeners.border).await?,
+            admin: optional("admin", listeners.admin).await?,
+            ops: optional("ops", listeners.ops).await?,
+            local: optional("local", listeners.local).await?,
+        })
+    }
+
+    pub fn border_addr(&self) -> SocketAddr {
+        local_addr(&self.border)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(local_addr)
+    }
+
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(local_addr)
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local.as_ref().map(local_addr)
+    }
+}
+
+/// What the files a configuration names hold, once all of them are read.
+struct Files {
+    tls: ServerTls,
+    tokens: Tokens,
+    log_key: LogKey,
+    pseudonyms: Pseudonymiser,
+    /// The outbound TLS of the local listener, if there is one.
+    client: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Files {
+    /// Reads every file; the problems of all of them, if any, at once.
+    fn load(config: &Config) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let tls = ServerTls::load(config).map_err(|e| errors.extend(e)).ok();
+        let tokens = load_tokens(config).map_err(|e| errors.extend(e.0)).ok();
+        let keys = load_audit_keys(config).map_err(|e| errors.extend(e.0)).ok();
+        let client = match config.listeners.local {
+            Some(_) => tls::client_config(config)
+                .map_err(|e| errors.extend(e))
+                .ok(),
+            None => None,
+        };
+        match (tls, tokens, keys) {
+            (Some(tls), Some(tokens), Some((log_key, pseudonyms))) if errors.is_empty() => {
+                Ok(Self {
+                    tls,
+                    tokens,
+                    log_key,
+                    pseudonyms,
+                    client,
+                })
+            }
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
 }
 
 impl Gateway {
-    /// Checks every file `config` names, prepares the data directory, and
-    /// binds every listener.
-    pub async fn bind(config: Config) -> Result<Self, StartError> {
-        let snapshot = ServerTls::load(&config).map_err(ConfigErrors)?;
-        let tokens = load_tokens(&config)?;
-        let (log_key, names) = load_audit_keys(&config)?;
+    /// Checks every file `config` names (reporting every problem at once),
+    /// prepares the data directory, opens the store, closes the transfers a
+    /// previous stop left open, and builds every service. Binds nothing.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let files = Files::load(&config)?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -153,12 +248,13 @@ impl Gateway {
             StoreSettings::Sqlite => (
                 Arc::new(SqliteStore::open(
                     &config.data_dir.join(SqliteStore::FILE_NAME),
-                    names.clone(),
+                    files.pseudonyms.clone(),
                 )?),
                 None,
             ),
             StoreSettings::Postgres(settings) => {
-                let store = PostgresStore::open((**settings).clone(), names.clone()).await?;
+                let store =
+                    PostgresStore::open((**settings).clone(), files.pseudonyms.clone()).await?;
                 let endings = store.listener(ended.clone(), rearm.clone());
                 (Arc::new(store), Some(endings))
             }
@@ -166,53 +262,25 @@ impl Gateway {
         let review = Arc::new(Review {
             store,
             policies: config.policies.clone(),
-            tokens: Arc::new(tokens),
-            names,
+            tokens: Arc::new(files.tokens),
+            pseudonyms: files.pseudonyms,
             clock: Clock::system(),
             holder: config.jurisdiction.clone(),
             rearm,
             notices: Arc::new(tokio::sync::Notify::new()),
             ended,
         });
-        let bind = |listener: &'static str, addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind {
-                    listener,
-                    addr,
-                    source,
-                })
-        };
-        let border = bind("border", config.listeners.border).await?;
-        let admin = match config.listeners.admin {
-            Some(addr) => Some(bind("admin", addr).await?),
-            None => None,
-        };
-        let ops = match config.listeners.ops {
-            Some(addr) => Some(bind("ops", addr).await?),
-            None => None,
-        };
-        let local = match config.listeners.local {
-            Some(addr) => {
-                let client = crate::tls::client_config(&config).map_err(ConfigErrors)?;
-                let relay = local::Relay::new(
-                    crate::client::BorderClient::new(client),
-                    config.peers.clone(),
-                );
-                Some((bind("local", addr).await?, Arc::new(relay)))
-            }
-            None => None,
-        };
+        let relay = files.client.map(|client| {
+            Arc::new(local::Relay::new(
+                crate::client::BorderClient::new(client),
+                config.peers.clone(),
+            ))
+        });
 
         let registry = prometheus::Registry::new();
         metrics::register_build_info(&registry)?;
         metrics::register_process(&registry)?;
         let listener_metrics = ListenerMetrics::register(&registry)?;
-        listener_metrics.known_listeners(
-            std::iter::once(Listener::Border)
-                .chain(config.listeners.admin.map(|_| Listener::Admin))
-                .map(Listener::name),
-        );
         let transfer_metrics = TransferMetrics::register(&registry)?;
         let known: std::collections::BTreeSet<&Jurisdiction> = config
             .trust
@@ -231,10 +299,6 @@ impl Gateway {
         };
         let notice_metrics = NoticeMetrics::register(&registry)?;
         close_interrupted(&review, &config.routes).await?;
-        review
-            .store
-            .record(review.now(), started_event(&config, &review, &log_key))
-            .await?;
         let limiters = config
             .policies
             .pairs()
@@ -245,14 +309,17 @@ impl Gateway {
                 )
             })
             .collect();
+        let closing = CancellationToken::new();
         let transfers = Arc::new(Transfers {
             review: review.clone(),
             quotas: Default::default(),
             metrics: transfer_metrics,
+            closing: closing.clone(),
+            tasks: TaskTracker::new(),
         });
-        let (tls_tx, tls_rx) = watch::channel(Arc::new(snapshot));
+        let (tls_tx, tls_rx) = watch::channel(Arc::new(files.tls));
         let upstream = proxy::Upstream::new(config.timeouts.upstream_connect, config.timeouts.idle);
-        let shared = Arc::new(Shared {
+        let services = Arc::new(Services {
             config: Arc::new(config),
             tls: tls_rx,
             registry,
@@ -263,64 +330,65 @@ impl Gateway {
             notice_metrics,
             upstream,
             review,
-            log_key,
+            log_key: files.log_key,
             audit,
             audit_metrics,
             transfers,
             limiters,
             draining: CancellationToken::new(),
-            closing: CancellationToken::new(),
+            closing,
         });
         Ok(Self {
-            shared,
+            services,
             tls_tx,
-            border,
-            admin,
-            ops,
-            local,
+            relay,
             hangup: tls::reload::listen_for_hangup(),
             endings,
         })
     }
 
-    pub fn border_addr(&self) -> SocketAddr {
-        local_addr(&self.border)
-    }
-
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(local_addr)
-    }
-
-    pub fn ops_addr(&self) -> Option<SocketAddr> {
-        self.ops.as_ref().map(local_addr)
-    }
-
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local
-            .as_ref()
-            .map(|(listener, _)| local_addr(listener))
-    }
-
-    /// Serves until `shutdown` resolves, then drains within the grace period.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// Records the start in the audit log, then serves on `listeners` until
+    /// `shutdown` resolves, drains within the grace period, and returns once
+    /// every transfer has its receipt.
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartError> {
         let Self {
-            shared,
+            services,
             tls_tx,
+            relay,
+            hangup,
+            endings,
+        } = self;
+        let Listeners {
             border,
             admin,
             ops,
             local,
-            hangup,
-            endings,
-        } = self;
+        } = listeners;
+        let local = match (local, relay) {
+            (Some(listener), Some(relay)) => Some((listener, relay)),
+            (Some(_), None) => return Err(StartError::LocalUnconfigured),
+            (None, _) => None,
+        };
+        let review = &services.review;
+        let started = started_event(&services.config, review, &services.log_key);
+        review.store.record(review.now(), started).await?;
+        services.listener_metrics.known_listeners(
+            std::iter::once(Listener::Border)
+                .chain(admin.as_ref().map(|_| Listener::Admin))
+                .map(Listener::name),
+        );
         let stop_accepting = CancellationToken::new();
         let connections = TaskTracker::new();
         let acceptors = TaskTracker::new();
         // Subscribed before the scheduler starts, so no ending is missed; it
-        // counts through the drain and stops when `run` returns.
+        // counts through the drain and stops when `serve` returns.
         let count_endings = tokio::spawn(grants::count_endings(
-            shared.review.ended.subscribe(),
-            shared.grant_metrics.clone(),
+            services.review.ended.subscribe(),
+            services.grant_metrics.clone(),
         ));
 
         // Runs until every connection is done, so transfers still draining
@@ -331,7 +399,7 @@ impl Gateway {
         acceptors.spawn(conn::accept_loop(
             border,
             Listener::Border,
-            shared.clone(),
+            services.clone(),
             stop_accepting.clone(),
             connections.clone(),
         ));
@@ -340,46 +408,46 @@ impl Gateway {
             acceptors.spawn(conn::accept_loop(
                 admin,
                 Listener::Admin,
-                shared.clone(),
+                services.clone(),
                 stop_accepting.clone(),
                 connections.clone(),
             ));
         }
         if let Some(ops) = ops {
             tracing::info!(listener = "ops", addr = %local_addr(&ops), "listening");
-            acceptors.spawn(ops::serve(ops, shared.clone(), stop_accepting.clone()));
+            acceptors.spawn(ops::serve(ops, services.clone(), stop_accepting.clone()));
         }
         if let Some((listener, relay)) = local {
             tracing::info!(listener = "local", addr = %local_addr(&listener), "listening");
             acceptors.spawn(local::serve(listener, relay, stop_accepting.clone()));
         }
-        acceptors.spawn(grants::run(shared.review.clone(), stop_accepting.clone()));
+        acceptors.spawn(grants::run(services.review.clone(), stop_accepting.clone()));
         let notifier = Notifier::new(
-            shared.review.store.clone(),
-            shared.review.clock.clone(),
-            shared.review.notices.clone(),
-            shared.config.notify.clone(),
-            shared.notice_metrics.clone(),
+            services.review.store.clone(),
+            services.review.clock.clone(),
+            services.review.notices.clone(),
+            services.config.notify.clone(),
+            services.notice_metrics.clone(),
         );
         acceptors.spawn(notifier.run(stop_accepting.clone()));
         acceptors.spawn(forget_idle_rate_keys(
-            shared.clone(),
+            services.clone(),
             stop_accepting.clone(),
         ));
         acceptors.spawn(tls::reload::run(
-            shared.config.clone(),
+            services.config.clone(),
             tls_tx,
             hangup,
-            shared.audit.clone(),
+            services.audit.clone(),
             stop_accepting.clone(),
         ));
 
         shutdown.await;
-        let grace = shared.config.timeouts.shutdown_grace;
+        let grace = services.config.timeouts.shutdown_grace;
         // Stop accepting first (the listeners close when their loops end),
         // then say so: whoever reads the log may rely on it.
         stop_accepting.cancel();
-        shared.draining.cancel();
+        services.draining.cancel();
         acceptors.close();
         acceptors.wait().await;
         tracing::info!(
@@ -395,16 +463,28 @@ impl Gateway {
                 open = connections.len(),
                 "grace period over; closing the connections still open"
             );
-            shared.closing.cancel();
+            services.closing.cancel();
             connections.wait().await;
         } else {
             tracing::info!("drained; all exchanges finished");
+        }
+        // Every transfer that ran is closed with its receipt before the
+        // process may exit; a store that stays away leaves them open, to be
+        // closed as interrupted at the next start.
+        let tasks = &services.transfers.tasks;
+        tasks.close();
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                open = tasks.len(),
+                "transfers not closed within the grace period; the next start closes them as interrupted"
+            );
         }
         count_endings.abort();
         stop_listening.cancel();
         if let Some(listening) = listening {
             let _ = listening.await;
         }
+        Ok(())
     }
 }
 
@@ -480,12 +560,12 @@ async fn close_interrupted(
 }
 
 /// Keeps the rate limiters' per-key state bounded.
-async fn forget_idle_rate_keys(shared: Arc<Shared>, stop: CancellationToken) {
+async fn forget_idle_rate_keys(services: Arc<Services>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => shared.limiters.values().for_each(|l| l.forget_idle()),
+            _ = tick.tick() => services.limiters.values().for_each(|l| l.forget_idle()),
         }
     }
 }

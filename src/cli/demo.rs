@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{self, BorderClient};
 use crate::config::Config;
 use crate::identity::Jurisdiction;
-use crate::server::Gateway;
+use crate::server::{Gateway, Listeners};
 use crate::{pki, tls, upstream_example};
 
 #[derive(clap::Args)]
@@ -72,12 +72,14 @@ async fn walk_through(args: DemoArgs) -> anyhow::Result<()> {
     for route in &mut ee_config.routes {
         route.upstream = format!("http://{upstream}{}", route.upstream.path()).parse()?;
     }
-    let gateway = Gateway::bind(ee_config).await?;
-    let border = gateway.border_addr();
-    let admin = gateway.admin_addr();
-    let ops = gateway.ops_addr();
+    let listeners = Listeners::bind(&ee_config.listeners).await?;
+    let gateway = Gateway::build(ee_config).await?;
+    let border = listeners.border_addr();
+    let admin = listeners.admin_addr();
+    let ops = listeners.ops_addr();
     let gateway_stop = stop.clone();
-    let running = tokio::spawn(gateway.run(async move { gateway_stop.cancelled().await }));
+    let running =
+        tokio::spawn(gateway.serve(listeners, async move { gateway_stop.cancelled().await }));
     say(&format!(
         "border https://{border}  ops http://{}",
         show(ops)
@@ -266,7 +268,7 @@ async fn walk_through(args: DemoArgs) -> anyhow::Result<()> {
         super::ShutdownSignal::install()?.received().await;
     }
     stop.cancel();
-    running.await.context("gateway task")?;
+    running.await.context("gateway task")??;
     println!();
     println!(
         "Demo finished: filed, refused what was too broad, reviewed, granted, transferred, revoked, audited."

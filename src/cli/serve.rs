@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::server::Gateway;
+use crate::server::{Gateway, Listeners};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -17,8 +17,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     super::runtime()?.block_on(async {
         let shutdown = super::ShutdownSignal::install()?;
-        let gateway = Gateway::bind(config).await?;
-        gateway.run(shutdown.received()).await;
+        // Every file is checked before a port is bound.
+        let listeners = config.listeners.clone();
+        let gateway = Gateway::build(config).await?;
+        let listeners = Listeners::bind(&listeners).await?;
+        gateway.serve(listeners, shutdown.received()).await?;
         Ok(())
     })
 }

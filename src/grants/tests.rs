@@ -63,7 +63,7 @@ impl Fixture {
             store: Arc::new(store),
             policies: Policies::new([policy]),
             tokens: Arc::new(tokens),
-            names,
+            pseudonyms: names,
             clock: Clock::starting_at(Timestamp::parse("2026-11-23T12:00:00Z").unwrap()),
             holder: "EE".parse().unwrap(),
             rearm: Arc::new(Notify::new()),

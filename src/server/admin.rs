@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::Shared;
+use super::Services;
 use super::api::{self, json};
 use super::border::Reason;
 use crate::error::Problem;
@@ -39,15 +39,15 @@ use crate::store::Approved;
 use crate::wire::Body;
 
 pub(super) async fn handle(
-    shared: &Shared,
+    services: &Services,
     peer: &PeerIdentity,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let Some(roles) = shared.config.admins.get(&peer.spiffe_id) else {
+    let Some(roles) = services.config.admins.get(&peer.spiffe_id) else {
         tracing::warn!(listener = "admin", spiffe_id = %peer.spiffe_id, "request refused: not an administrator");
         return Problem::NotAdmin.response();
     };
-    match dispatch(shared, peer, roles, request).await {
+    match dispatch(services, peer, roles, request).await {
         Ok(response) => response,
         Err(problem) => {
             let (status, code, _) = problem.status_code();
@@ -58,7 +58,7 @@ pub(super) async fn handle(
 }
 
 async fn dispatch(
-    shared: &Shared,
+    services: &Services,
     peer: &PeerIdentity,
     roles: &[Role],
     request: Request<Incoming>,
@@ -66,7 +66,7 @@ async fn dispatch(
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
     let method = request.method().clone();
-    let review = &shared.review;
+    let review = &services.review;
     let need = |wanted: &[Role], name: &'static str| {
         if roles.iter().any(|r| wanted.contains(r)) {
             Ok(())
@@ -74,7 +74,6 @@ async fn dispatch(
             Err(Problem::RoleRequired(name))
         }
     };
-    let store_error = |e| Problem::StoreUnavailable(Box::new(e));
 
     if path == "/v1/whoami" {
         return Ok(json(
@@ -91,13 +90,13 @@ async fn dispatch(
         if method != Method::GET {
             return Err(Problem::MethodNotAllowed("GET"));
         }
-        return super::audit::transparency_report(shared, query.as_deref()).await;
+        return super::audit::transparency_report(services, query.as_deref()).await;
     }
     if let Some(segments) = api::segments(&path, "/v1/audit") {
         if method != Method::GET {
             return Err(Problem::MethodNotAllowed("GET"));
         }
-        return super::audit::admin(shared, &segments, query.as_deref()).await;
+        return super::audit::admin(services, &segments, query.as_deref()).await;
     }
     let staff = [Role::Reviewer, Role::Approver, Role::Operator];
     let staff_only = "reviewer, approver or operator";
@@ -110,7 +109,7 @@ async fn dispatch(
                     None => None,
                 };
                 let now = review.now();
-                let list = review.store.requests(state).await.map_err(store_error)?;
+                let list = review.store.requests(state).await?;
                 let views: Vec<_> = list.iter().map(|r| request_view(r, now)).collect();
                 Ok(json(StatusCode::OK, &json!({ "requests": views })))
             }
@@ -119,8 +118,7 @@ async fn dispatch(
                 let request = review
                     .store
                     .request(id)
-                    .await
-                    .map_err(store_error)?
+                    .await?
                     .ok_or(Problem::RequestNotFound)?;
                 Ok(json(StatusCode::OK, &request_view(&request, review.now())))
             }
@@ -161,7 +159,7 @@ async fn dispatch(
                     Some(s) => Some(s.parse::<GrantState>().map_err(Problem::StateConflict)?),
                     None => None,
                 };
-                let list = review.store.grants(state).await.map_err(store_error)?;
+                let list = review.store.grants(state).await?;
                 let views: Vec<_> = list.iter().map(grant_view).collect();
                 Ok(json(StatusCode::OK, &json!({ "grants": views })))
             }
@@ -170,8 +168,7 @@ async fn dispatch(
                 let grant = review
                     .store
                     .grant(id)
-                    .await
-                    .map_err(store_error)?
+                    .await?
                     .ok_or(Problem::GrantNotFound)?;
                 Ok(json(StatusCode::OK, &grant_view(&grant)))
             }
@@ -199,7 +196,7 @@ async fn dispatch(
                     Some(s) => Some(s.parse::<NoticeState>().map_err(Problem::StateConflict)?),
                     None => None,
                 };
-                let list = review.store.notices(state).await.map_err(store_error)?;
+                let list = review.store.notices(state).await?;
                 Ok(json(StatusCode::OK, &json!({ "notices": list })))
             }
             _ => Err(Problem::RouteNotFound),

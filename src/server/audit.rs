@@ -19,37 +19,34 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::Shared;
+use super::Services;
 use super::api::json;
 use crate::audit::entry::Entry;
 use crate::audit::merkle::Hash;
 use crate::error::Problem;
 use crate::identity::PeerIdentity;
 use crate::report::{self, Epsilon, Publication, ReportQuery, ReportQueryError};
-use crate::store::{MAX_AUDIT_PAGE, StoreError};
+use crate::store::MAX_AUDIT_PAGE;
 use crate::transfer::receipt::TransferId;
 use crate::wire::{Body, ConsistencyProof, InclusionProof, ReceiptInclusion};
 
 /// Serves `GET /v1/audit/...` on the admin listener; `segments` follow `/v1/audit`.
 pub(super) async fn admin(
-    shared: &Shared,
+    services: &Services,
     segments: &[&str],
     query: Option<&str>,
 ) -> Result<Response<Body>, Problem> {
-    let store = &shared.review.store;
+    let store = &services.review.store;
     match segments {
         ["checkpoint"] => {
-            let (size, root) = store.audit_head().await.map_err(store_problem)?;
-            Ok(text(shared.log_key.sign(size, root)))
+            let (size, root) = store.audit_head().await?;
+            Ok(text(services.log_key.sign(size, root)))
         }
-        ["vkey"] => Ok(text(format!("{}\n", shared.log_key.vkey()))),
+        ["vkey"] => Ok(text(format!("{}\n", services.log_key.vkey()))),
         ["entries"] => {
             let start = number(query, "start")?.unwrap_or(0);
             let limit = number(query, "limit")?.unwrap_or(1000).min(MAX_AUDIT_PAGE);
-            let entries = store
-                .audit_entries(start, limit)
-                .await
-                .map_err(store_problem)?;
+            let entries = store.audit_entries(start, limit).await?;
             let mut body = Vec::with_capacity(entries.iter().map(|e| e.len() + 1).sum());
             for entry in entries {
                 body.extend_from_slice(&entry);
@@ -62,12 +59,9 @@ pub(super) async fn admin(
                 .ok_or_else(|| Problem::InvalidQuery("index", "required".into()))?;
             let size = match number(query, "size")? {
                 Some(size) => size,
-                None => store.audit_head().await.map_err(store_problem)?.0,
+                None => store.audit_head().await?.0,
             };
-            let proof = store
-                .inclusion_proof(index, size)
-                .await
-                .map_err(store_problem)?;
+            let proof = store.inclusion_proof(index, size).await?;
             Ok(json(
                 StatusCode::OK,
                 &InclusionProof {
@@ -82,12 +76,9 @@ pub(super) async fn admin(
                 .ok_or_else(|| Problem::InvalidQuery("old", "required".into()))?;
             let new = match number(query, "new")? {
                 Some(new) => new,
-                None => store.audit_head().await.map_err(store_problem)?.0,
+                None => store.audit_head().await?.0,
             };
-            let proof = store
-                .consistency_proof(old, new)
-                .await
-                .map_err(store_problem)?;
+            let proof = store.consistency_proof(old, new).await?;
             Ok(json(
                 StatusCode::OK,
                 &ConsistencyProof {
@@ -105,19 +96,18 @@ pub(super) async fn admin(
 /// whole log, published with the deployment's defaults unless the query
 /// says otherwise (see [`crate::report`]).
 pub(super) async fn transparency_report(
-    shared: &Shared,
+    services: &Services,
     query: Option<&str>,
 ) -> Result<Response<Body>, Problem> {
     let query = ReportQuery::parse(query.unwrap_or("")).map_err(query_problem)?;
-    let store = &shared.review.store;
+    let store = &services.review.store;
     // Decisions and transfers join on earlier entries (a transfer's grant, a
     // request's decision), so the report reads the log from the start.
     let mut entries = Vec::new();
     loop {
         let page = store
             .audit_entries(entries.len() as u64, MAX_AUDIT_PAGE)
-            .await
-            .map_err(store_problem)?;
+            .await?;
         if page.is_empty() {
             break;
         }
@@ -126,13 +116,13 @@ pub(super) async fn transparency_report(
             entries.push(entry);
         }
     }
-    let settings = shared.config.reports;
+    let settings = services.config.reports;
     let defaults = Publication {
         k: settings.k_anonymity,
         epsilon: settings.epsilon.and_then(Epsilon::new),
     };
     let (content_type, body) =
-        report::render(entries, &query, shared.review.now(), &defaults).map_err(query_problem)?;
+        report::render(entries, &query, services.review.now(), &defaults).map_err(query_problem)?;
     Ok(with_type(body.into_bytes(), content_type))
 }
 
@@ -148,33 +138,28 @@ fn query_problem(e: ReportQueryError) -> Problem {
 /// `GET /v1/transfers/{id}/inclusion` on the border: the grantee's proof
 /// that its receipt's entry is in the log, under a fresh signed tree head.
 pub(super) async fn receipt_inclusion(
-    shared: &Shared,
+    services: &Services,
     peer: &PeerIdentity,
     id: &str,
 ) -> Result<Response<Body>, Problem> {
     let id: TransferId = id.parse().map_err(|_| Problem::TransferNotFound)?;
-    let store = &shared.review.store;
+    let store = &services.review.store;
     let (receipt, _) = store
         .transfer_receipt(id)
-        .await
-        .map_err(store_problem)?
+        .await?
         // Someone else's transfer is as unknown as a missing one.
         .filter(|(receipt, _)| receipt.grantee == peer.spiffe_id.as_str())
         .ok_or(Problem::TransferNotFound)?;
     let index = receipt
         .audit_index
         .ok_or_else(|| Problem::Internal("a closed transfer without its audit index".into()))?;
-    let (size, root) = store.audit_head().await.map_err(store_problem)?;
+    let (size, root) = store.audit_head().await?;
     let entry = store
         .audit_entries(index, 1)
-        .await
-        .map_err(store_problem)?
+        .await?
         .pop()
         .ok_or_else(|| Problem::Internal("a receipt's audit entry is missing".into()))?;
-    let proof = store
-        .inclusion_proof(index, size)
-        .await
-        .map_err(store_problem)?;
+    let proof = store.inclusion_proof(index, size).await?;
     let entry = String::from_utf8(entry)
         .map_err(|_| Problem::Internal("an audit entry is not UTF-8".into()))?;
     Ok(json(
@@ -182,7 +167,7 @@ pub(super) async fn receipt_inclusion(
         &ReceiptInclusion {
             index,
             entry,
-            checkpoint: shared.log_key.sign(size, root),
+            checkpoint: services.log_key.sign(size, root),
             proof: encode(&proof),
         },
     ))
@@ -199,13 +184,6 @@ fn number(query: Option<&str>, name: &'static str) -> Result<Option<u64>, Proble
                 .map_err(|_| Problem::InvalidQuery(name, format!("`{v}` is not a whole number")))
         })
         .transpose()
-}
-
-fn store_problem(e: StoreError) -> Problem {
-    match e {
-        StoreError::OutOfRange { index, size } => Problem::AuditOutOfRange { index, size },
-        other => Problem::StoreUnavailable(Box::new(other)),
-    }
 }
 
 fn text(body: String) -> Response<Body> {

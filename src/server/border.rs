@@ -6,7 +6,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::api::{self, json};
-use super::{Shared, proxy};
+use super::{Services, proxy};
 use crate::audit::entry::Event;
 use crate::error::Problem;
 use crate::grant::{GrantId, GrantState};
@@ -21,11 +21,11 @@ use crate::transfers::stream::{Start, Transfer, Writes};
 use crate::wire::Body;
 
 pub(super) async fn handle(
-    shared: &Shared,
+    services: &Services,
     peer: &PeerIdentity,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    match dispatch(shared, peer, request).await {
+    match dispatch(services, peer, request).await {
         Ok(response) => response,
         Err(refusal) => {
             let Refusal {
@@ -38,14 +38,14 @@ pub(super) async fn handle(
             } = refusal;
             let (status, code, fault) = problem.status_code();
             if route.is_some() && !counted {
-                shared
+                services
                     .transfers
                     .metrics
                     .refused(&peer.jurisdiction, &problem);
                 // The denial stands either way; a log that cannot take it is
                 // an operator's emergency, said loudly by the recorder.
-                let names = &shared.review.names;
-                shared
+                let names = &services.review.pseudonyms;
+                services
                     .audit
                     .record(Event::TransferDenied {
                         peer: peer.spiffe_id.to_string(),
@@ -103,7 +103,7 @@ impl From<Problem> for Refusal {
 }
 
 async fn dispatch(
-    shared: &Shared,
+    services: &Services,
     peer: &PeerIdentity,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Refusal> {
@@ -113,26 +113,26 @@ async fn dispatch(
     }
     if let Some(segments) = api::segments(&path, "/v1/transfers") {
         return match (request.method(), segments.as_slice()) {
-            (&Method::GET, [id, "receipt"]) => receipt(shared, peer, id).await,
+            (&Method::GET, [id, "receipt"]) => receipt(services, peer, id).await,
             (&Method::GET, [id, "inclusion"]) => {
-                super::audit::receipt_inclusion(shared, peer, id).await
+                super::audit::receipt_inclusion(services, peer, id).await
             }
             _ => Err(Problem::RouteNotFound),
         }
         .map_err(Refusal::from);
     }
     if path == "/v1/keys" && request.method() == Method::GET {
-        return Ok(json(StatusCode::OK, &shared.review.tokens.jwks()));
+        return Ok(json(StatusCode::OK, &services.review.tokens.jwks()));
     }
     if path == "/v1/audit/vkey" && request.method() == Method::GET {
-        return super::audit::admin(shared, &["vkey"], None)
+        return super::audit::admin(services, &["vkey"], None)
             .await
             .map_err(Refusal::from);
     }
     if let Some(segments) = api::segments(&path, "/v1/requests") {
         return match (request.method(), segments.as_slice()) {
-            (&Method::POST, []) => file(shared, peer, request).await,
-            (&Method::GET, [id]) => status(shared, peer, id).await,
+            (&Method::POST, []) => file(services, peer, request).await,
+            (&Method::GET, [id]) => status(services, peer, id).await,
             (_, []) => Err(Problem::MethodNotAllowed("POST")),
             (_, [_]) => Err(Problem::MethodNotAllowed("GET")),
             _ => Err(Problem::RouteNotFound),
@@ -140,7 +140,7 @@ async fn dispatch(
         .map_err(Refusal::from);
     }
     // Longest prefix wins, so `/v1/data/x/y` can be routed apart from `/v1/data/x`.
-    let route = shared
+    let route = services
         .config
         .routes
         .iter()
@@ -148,7 +148,7 @@ async fn dispatch(
         .max_by_key(|r| r.prefix.len())
         .ok_or(Problem::RouteNotFound)?;
     let mut grant_id = None;
-    transfer(shared, peer, request, route, &path, &mut grant_id)
+    transfer(services, peer, request, route, &path, &mut grant_id)
         .await
         .map_err(|problem| Refusal {
             counted: matches!(problem, TransferProblem::Opened(_)),
@@ -187,7 +187,7 @@ const TRANSFER_METHODS: &str = "GET, POST";
 /// A transfer on `route`: the checks, the rate limits, the opening in the
 /// store, the upstream call, and the sealed stream.
 async fn transfer(
-    shared: &Shared,
+    services: &Services,
     peer: &PeerIdentity,
     request: Request<Incoming>,
     route: &Route,
@@ -201,10 +201,10 @@ async fn transfer(
         return Err(Problem::MethodNotAllowed(TRANSFER_METHODS).into());
     }
     let query = request.uri().query().map(str::to_owned);
-    let review = &shared.review;
+    let review = &services.review;
     let authorized = check::authorize(
         review,
-        &shared.transfers.metrics.token_verification,
+        &services.transfers.metrics.token_verification,
         peer,
         check::Asked {
             headers: request.headers(),
@@ -222,7 +222,7 @@ async fn transfer(
         Key::Peer(peer.spiffe_id.to_string()),
         Key::Grant(grant.id.to_string()),
     ];
-    let limiter = shared
+    let limiter = services
         .limiters
         .get(&(grant.holder.clone(), grant.grantee_jurisdiction.clone()))
         .ok_or(Problem::PolicyWithdrawn)?
@@ -243,13 +243,16 @@ async fn transfer(
         None
     };
     // The byte quota may already be spent by this process's other transfers.
-    let counter = shared.transfers.quotas.counter(grant.id, grant.used_bytes);
+    let counter = services
+        .transfers
+        .quotas
+        .counter(grant.id, grant.used_bytes);
     if grant
         .quotas
         .max_bytes
         .is_some_and(|max| counter.load(std::sync::atomic::Ordering::Acquire) >= max)
     {
-        shared.transfers.exhaust(grant.id).await;
+        services.transfers.exhaust(grant.id).await;
         return Err(Problem::GrantExhausted.into());
     }
     // Subscribed before opening, so no ending of the grant slips past the stream.
@@ -267,7 +270,7 @@ async fn transfer(
     let used_bytes = match review.store.open_transfer(&open).await {
         Ok(used) => used,
         Err(StoreError::QuotaExhausted { .. }) => {
-            shared.transfers.exhaust(grant.id).await;
+            services.transfers.exhaust(grant.id).await;
             return Err(Problem::GrantExhausted.into());
         }
         // The grant ended between the checks and the opening (here or on
@@ -280,7 +283,9 @@ async fn transfer(
             };
             return Err(problem.into());
         }
-        Err(e) => return Err(Problem::StoreUnavailable(Box::new(e)).into()),
+        Err(e @ (StoreError::Backend(_) | StoreError::OutOfRange { .. })) => {
+            return Err(Problem::from(e).into());
+        }
     };
     let transfer = Transfer {
         id: open.id,
@@ -312,20 +317,20 @@ async fn transfer(
             authorized.period.to.to_string(),
         ),
     ];
-    let upstream = match shared
+    let upstream = match services
         .upstream
         .forward(route, &authorized.upstream, peer, request, &gateway_headers)
         .await
     {
         Ok(response) => response,
         Err(problem) => {
-            shared.transfers.abandon(transfer).await;
+            services.transfers.abandon(transfer).await;
             return Err(TransferProblem::Opened(problem));
         }
     };
     let (parts, body) = upstream.into_parts();
     let id = transfer.id;
-    let body = shared.transfers.start(Start {
+    let body = services.transfers.start(Start {
         transfer,
         upstream: body,
         recipient,
@@ -340,25 +345,23 @@ async fn transfer(
 
 /// The receipt of a finished transfer, for its grantee only.
 async fn receipt(
-    shared: &Shared,
+    services: &Services,
     peer: &PeerIdentity,
     id: &str,
 ) -> Result<Response<Body>, Problem> {
     let id: TransferId = id.parse().map_err(|_| Problem::TransferNotFound)?;
-    let store = &shared.review.store;
-    let unavailable = |e| Problem::StoreUnavailable(Box::new(e));
+    let store = &services.review.store;
     // Open first: a transfer that closes between the two reads is then
     // answered "still open" (retry), never "unknown".
     let open = store
         .open_transfers()
-        .await
-        .map_err(unavailable)?
+        .await?
         .iter()
         .any(|open| open.id == id && open.grantee == peer.spiffe_id.as_str());
     if open {
         return Err(Problem::TransferOpen);
     }
-    match store.transfer_receipt(id).await.map_err(unavailable)? {
+    match store.transfer_receipt(id).await? {
         Some((receipt, jws)) if receipt.grantee == peer.spiffe_id.as_str() => Ok(json(
             StatusCode::OK,
             &json!({ "receipt": receipt, "jws": jws }),
@@ -368,12 +371,12 @@ async fn receipt(
 }
 
 async fn file(
-    shared: &Shared,
+    services: &Services,
     peer: &PeerIdentity,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Problem> {
     let body: RequestBody = api::json_body(request).await?;
-    let filed = shared.review.file(peer, body).await?;
+    let filed = services.review.file(peer, body).await?;
     let mut response = json(StatusCode::CREATED, &requester_view(&filed, None));
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/requests/{}", filed.id)) {
         response
@@ -385,18 +388,20 @@ async fn file(
 
 /// Only the requester that filed a request may read it; to anyone else it
 /// does not exist.
-async fn status(shared: &Shared, peer: &PeerIdentity, id: &str) -> Result<Response<Body>, Problem> {
+async fn status(
+    services: &Services,
+    peer: &PeerIdentity,
+    id: &str,
+) -> Result<Response<Body>, Problem> {
     let id: RequestId = id.parse().map_err(|_| Problem::RequestNotFound)?;
-    let store = &shared.review.store;
-    let unavailable = |e| Problem::StoreUnavailable(Box::new(e));
+    let store = &services.review.store;
     let request = store
         .request(id)
-        .await
-        .map_err(unavailable)?
+        .await?
         .filter(|r| r.requester == peer.spiffe_id)
         .ok_or(Problem::RequestNotFound)?;
     let grant = match request.grant_id {
-        Some(grant_id) => store.grant(grant_id).await.map_err(unavailable)?,
+        Some(grant_id) => store.grant(grant_id).await?,
         None => None,
     };
     Ok(json(

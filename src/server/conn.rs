@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Listener, Shared, admin, border};
+use super::{Listener, Services, admin, border};
 use crate::identity::{self, PeerIdentity};
 use crate::transfers::stream::{WriteState, Writes};
 
@@ -31,7 +31,7 @@ use crate::transfers::stream::{WriteState, Writes};
 pub(super) async fn accept_loop(
     listener: TcpListener,
     kind: Listener,
-    shared: Arc<Shared>,
+    services: Arc<Services>,
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
@@ -42,7 +42,7 @@ pub(super) async fn accept_loop(
         };
         match accepted {
             Ok((stream, remote)) => {
-                connections.spawn(connection(stream, remote, kind, shared.clone()));
+                connections.spawn(connection(stream, remote, kind, services.clone()));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -53,10 +53,15 @@ pub(super) async fn accept_loop(
     }
 }
 
-async fn connection(stream: TcpStream, remote: SocketAddr, kind: Listener, shared: Arc<Shared>) {
-    let metrics = &shared.listener_metrics;
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    kind: Listener,
+    services: Arc<Services>,
+) {
+    let metrics = &services.listener_metrics;
     let _ = stream.set_nodelay(true);
-    let snapshot = shared.tls.borrow().clone();
+    let snapshot = services.tls.borrow().clone();
     let server_config = match kind {
         Listener::Border => snapshot.border.clone(),
         Listener::Admin => match &snapshot.admin {
@@ -66,8 +71,8 @@ async fn connection(stream: TcpStream, remote: SocketAddr, kind: Listener, share
     };
     let handshake = TlsAcceptor::from(server_config).accept(stream);
     let handshake = tokio::select! {
-        _ = shared.draining.cancelled() => return,
-        result = tokio::time::timeout(shared.config.timeouts.tls_handshake, handshake) => result,
+        _ = services.draining.cancelled() => return,
+        result = tokio::time::timeout(services.config.timeouts.tls_handshake, handshake) => result,
     };
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
@@ -117,19 +122,19 @@ async fn connection(stream: TcpStream, remote: SocketAddr, kind: Listener, share
         writes: write_state,
     });
     let peer = Arc::new(peer);
-    let service_shared = shared.clone();
+    let service_shared = services.clone();
     let service_activity = activity.clone();
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         // A transfer cut on this connection waits for its writes to settle.
         request.extensions_mut().insert(writes.clone());
-        let shared = service_shared.clone();
+        let services = service_shared.clone();
         let peer = peer.clone();
         let in_flight = InFlight::begin(service_activity.clone());
         async move {
             let head = request.method() == http::Method::HEAD;
             let response = match kind {
-                Listener::Border => border::handle(&shared, &peer, request).await,
-                Listener::Admin => admin::handle(&shared, &peer, request).await,
+                Listener::Border => border::handle(&services, &peer, request).await,
+                Listener::Admin => admin::handle(&services, &peer, request).await,
             };
             // No content in an answer to HEAD (RFC 9110 §9.3.2): hyper drops
             // it over HTTP/1.1, but over HTTP/2 it would send DATA, which a
@@ -154,11 +159,11 @@ async fn connection(stream: TcpStream, remote: SocketAddr, kind: Listener, share
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.config.timeouts.header_read);
+        .header_read_timeout(services.config.timeouts.header_read);
     let served = builder.serve_connection(io, service);
     tokio::pin!(served);
 
-    let idle = shared.config.timeouts.idle;
+    let idle = services.config.timeouts.idle;
     let mut draining = false;
     let mut watchdog = tokio::time::interval(idle.min(Duration::from_secs(1)) / 2);
     loop {
@@ -169,11 +174,11 @@ async fn connection(stream: TcpStream, remote: SocketAddr, kind: Listener, share
                 }
                 break;
             }
-            _ = shared.draining.cancelled(), if !draining => {
+            _ = services.draining.cancelled(), if !draining => {
                 draining = true;
                 served.as_mut().graceful_shutdown();
             }
-            _ = shared.closing.cancelled() => break,
+            _ = services.closing.cancelled() => break,
             _ = watchdog.tick() => {
                 if activity.quiet_for() < idle {
                     continue;

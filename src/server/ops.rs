@@ -11,34 +11,34 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
+use super::Services;
 use crate::error::Problem;
 use crate::grant::GrantState;
 use crate::metrics;
 use crate::wire::{Body, full};
 
-pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+pub(super) async fn serve(listener: TcpListener, services: Arc<Services>, stop: CancellationToken) {
     super::serve_plain(listener, "ops", stop, move |request| {
-        let shared = shared.clone();
-        async move { handle(&shared, request).await }
+        let services = services.clone();
+        async move { handle(&services, request).await }
     })
     .await;
 }
 
-async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+async fn handle(services: &Services, request: Request<Incoming>) -> Response<Body> {
     if request.method() != Method::GET {
         return Problem::RouteNotFound.response();
     }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
         "/readyz" => {
-            if shared.draining.is_cancelled() {
+            if services.draining.is_cancelled() {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "shutting down\n".to_owned(),
                 );
             }
-            if let Err(e) = data_dir_writable(&shared.config.data_dir) {
+            if let Err(e) = data_dir_writable(&services.config.data_dir) {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("data_dir not writable: {e}\n"),
@@ -46,7 +46,7 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
             }
             // A shared store that cannot be reached: transfers are refused
             // (fail closed), so the orchestrator should route elsewhere.
-            match shared.review.store.ready().await {
+            match services.review.store.ready().await {
                 Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
                 Err(e) => {
                     tracing::warn!(error = %e, "not ready: the store cannot be reached");
@@ -58,8 +58,8 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
             }
         }
         "/metrics" => {
-            refresh(shared).await;
-            let mut response = text(StatusCode::OK, metrics::render(&shared.registry));
+            refresh(services).await;
+            let mut response = text(StatusCode::OK, metrics::render(&services.registry));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -72,12 +72,12 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
 
 /// Sets the gauges read from the store and the TLS snapshot: one read of
 /// each per scrape, so a hot reload or a decision shows at the next one.
-async fn refresh(shared: &Shared) {
-    let expiries = shared.tls.borrow().expiries.clone();
-    shared.certificate_metrics.set(&expiries);
-    let store = &shared.review.store;
+async fn refresh(services: &Services) {
+    let expiries = services.tls.borrow().expiries.clone();
+    services.certificate_metrics.set(&expiries);
+    let store = &services.review.store;
     match store.audit_head().await {
-        Ok((size, _)) => shared.audit_metrics.entries.set(size as i64),
+        Ok((size, _)) => services.audit_metrics.entries.set(size as i64),
         Err(e) => tracing::warn!(error = %e, "cannot read the audit log's size for the metrics"),
     }
     match (
@@ -85,16 +85,16 @@ async fn refresh(shared: &Shared) {
         store.grants(Some(GrantState::Active)).await,
     ) {
         (Ok(requests), Ok(grants)) => {
-            shared
+            services
                 .store_metrics
-                .set(&requests, grants.len(), shared.review.now());
+                .set(&requests, grants.len(), services.review.now());
         }
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "cannot read the store for the metrics; serving the last values")
         }
     }
     match store.notice_counts().await {
-        Ok(counts) => shared.notice_metrics.set(counts),
+        Ok(counts) => services.notice_metrics.set(counts),
         Err(e) => {
             tracing::warn!(error = %e, "cannot count notices for the metrics; serving the last values")
         }

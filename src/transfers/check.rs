@@ -80,8 +80,7 @@ pub async fn authorize(
     let grant = review
         .store
         .grant(id)
-        .await
-        .map_err(|e| Problem::StoreUnavailable(Box::new(e)))?
+        .await?
         // A well-signed token for a grant the store does not know: treat as revoked.
         .ok_or(Problem::GrantRevoked)?;
     match grant.state {

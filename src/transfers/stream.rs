@@ -19,6 +19,8 @@ use std::sync::atomic::AtomicU64;
 
 use http_body_util::BodyExt;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::clock::Timestamp;
 use crate::grant::GrantEnded;
@@ -72,6 +74,11 @@ pub struct Transfers {
     pub review: Arc<Review>,
     pub quotas: ByteQuotas,
     pub metrics: TransferMetrics,
+    /// Cancelled when the drain's grace period is over: streams still
+    /// running are cut, and their receipts say `shutting_down`.
+    pub closing: CancellationToken,
+    /// Every transfer's task, so the drain can wait for their receipts.
+    pub tasks: TaskTracker,
 }
 
 /// How a transfer ended.
@@ -85,6 +92,8 @@ enum End {
     GrantEnded(Cause),
     UpstreamFailed,
     ClientGone,
+    /// The drain's grace period ran out.
+    ShuttingDown,
 }
 
 impl End {
@@ -95,6 +104,7 @@ impl End {
             Self::GrantEnded(_) => Some("the grant ended"),
             Self::UpstreamFailed => Some("the upstream failed"),
             Self::ClientGone => Some("the client went away"),
+            Self::ShuttingDown => Some("the gateway is shutting down"),
         }
     }
 }
@@ -115,7 +125,7 @@ impl Transfers {
         let (mut outlet, body) = body::response(recipient.is_some(), writes);
         let counter = self.quotas.counter(transfer.grant.id, used_bytes);
         let transfers = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let wrapper = match &recipient {
                 Some(recipient) => Sealer::new(recipient).map(Wrapper::Seal),
                 None => Ok(Wrapper::Pass),
@@ -153,6 +163,7 @@ impl Transfers {
                     outlet.close_queue();
                     let mut end = tokio::select! {
                         biased;
+                        () = transfers.closing.cancelled() => End::ShuttingDown,
                         () = outlet.drained() => End::ClientGone,
                         cause = ended_cause(&mut ended, transfer.grant.id, &transfers.review) => End::GrantEnded(cause),
                     };
@@ -191,6 +202,7 @@ impl Transfers {
             let frame = tokio::select! {
                 biased;
                 cause = ended_cause(ended, grant, &self.review) => break End::GrantEnded(cause),
+                () = self.closing.cancelled() => break End::ShuttingDown,
                 _ = tx.closed() => break End::ClientGone,
                 frame = upstream.frame() => frame,
             };
@@ -208,6 +220,7 @@ impl Transfers {
                 tokio::select! {
                     biased;
                     cause = ended_cause(ended, grant, &self.review) => break End::GrantEnded(cause),
+                    () = self.closing.cancelled() => break End::ShuttingDown,
                     _ = tx.closed() => break End::ClientGone,
                     () = limiter.shape(keys, u32::try_from(allowed).unwrap_or(u32::MAX)) => {}
                 }
@@ -223,6 +236,7 @@ impl Transfers {
                     tokio::select! {
                         biased;
                         cause = ended_cause(ended, grant, &self.review) => break End::GrantEnded(cause),
+                        () = self.closing.cancelled() => break End::ShuttingDown,
                         sent = tx.send(sealed) => if sent.is_err() { break End::ClientGone },
                     }
                 }
@@ -248,7 +262,7 @@ impl Transfers {
             },
             // Anything else leaves the age stream truncated, which decryptors
             // reject, and the response is reset so the client sees the cut.
-            End::GrantEnded(_) | End::UpstreamFailed | End::ClientGone => {
+            End::GrantEnded(_) | End::UpstreamFailed | End::ClientGone | End::ShuttingDown => {
                 sealer.abort();
                 end
             }
@@ -268,6 +282,7 @@ impl Transfers {
             End::GrantEnded(Cause::Manual) => Some(Incomplete::Revoked),
             End::UpstreamFailed => Some(Incomplete::UpstreamFailed),
             End::ClientGone => Some(Incomplete::ClientGone),
+            End::ShuttingDown => Some(Incomplete::ShuttingDown),
         };
         let receipt = Receipt {
             transfer_id: transfer.id,

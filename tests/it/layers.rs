@@ -78,7 +78,9 @@ fn the_checker_names_an_upward_import_and_a_cycle() {
 
     // The same tree with one upward import and one cycle in the domain.
     let mut broken = clean.clone();
-    broken[0].1.push_str("fn f() { let _ = crate::server::Gateway::bind; }\n");
+    broken[0]
+        .1
+        .push_str("fn f() { let _ = crate::server::Gateway::bind; }\n");
     broken[2].1 = "use crate::clock::Clock;\nuse crate::grant::GrantId;\n".into();
     let problems = check(&layers, &broken);
     assert_eq!(problems.len(), 2, "{problems:#?}");
@@ -275,7 +277,11 @@ fn references(text: &str) -> Vec<(usize, String)> {
             }
             let rest = &code[at + "crate::".len()..];
             if let Some(group) = rest.strip_prefix('{') {
-                found.extend(group_heads(group, &mut lines).into_iter().map(|m| (n + 1, m)));
+                found.extend(
+                    group_heads(group, &mut lines)
+                        .into_iter()
+                        .map(|m| (n + 1, m)),
+                );
             } else {
                 found.push((n + 1, ident(rest)));
             }
@@ -287,10 +293,7 @@ fn references(text: &str) -> Vec<(usize, String)> {
 
 /// The first segment of each item in `use crate::{a::b, c::{d, e}}`, reading
 /// further lines while the group is open.
-fn group_heads<'a>(
-    first: &str,
-    lines: &mut impl Iterator<Item = (usize, &'a str)>,
-) -> Vec<String> {
+fn group_heads<'a>(first: &str, lines: &mut impl Iterator<Item = (usize, &'a str)>) -> Vec<String> {
     let mut text = first.to_owned();
     while text.matches('{').count() >= text.matches('}').count() {
         match lines.next() {

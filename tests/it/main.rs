@@ -15,6 +15,7 @@ mod durability;
 mod fuzz_corpus;
 mod hostile;
 mod layers;
+mod lifecycle;
 mod load;
 mod metrics;
 mod notify;

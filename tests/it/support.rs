@@ -16,7 +16,7 @@ use xborder::config::Config;
 use xborder::grant::token::TokenKeys;
 use xborder::identity::{Jurisdiction, SpiffeId};
 use xborder::pki::{DevCa, Issued, LeafSpec};
-use xborder::server::Gateway;
+use xborder::server::{Gateway, Listeners};
 use xborder::{tls, upstream_example};
 
 pub fn jurisdiction(cc: &str) -> Jurisdiction {
@@ -218,12 +218,23 @@ impl Running {
     }
 
     pub async fn start_with(config: Config, stop: CancellationToken) -> Self {
-        let gateway = Gateway::bind(config).await.unwrap();
-        let border = gateway.border_addr();
-        let admin = gateway.admin_addr().unwrap();
-        let ops = gateway.ops_addr().unwrap();
+        let gateway = Gateway::build(config).await.unwrap();
+        let listeners = Listeners {
+            border: bind_loopback().await,
+            admin: Some(bind_loopback().await),
+            ops: Some(bind_loopback().await),
+            local: None,
+        };
+        let border = listeners.border_addr();
+        let admin = listeners.admin_addr().unwrap();
+        let ops = listeners.ops_addr().unwrap();
         let signal = stop.clone();
-        let task = tokio::spawn(gateway.run(async move { signal.cancelled().await }));
+        let task = tokio::spawn(async move {
+            gateway
+                .serve(listeners, async move { signal.cancelled().await })
+                .await
+                .unwrap()
+        });
         Self {
             border,
             admin,
@@ -252,6 +263,11 @@ impl Running {
 
 pub fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A listener on a free loopback port.
+pub async fn bind_loopback() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind(loopback()).await.unwrap()
 }
 
 /// One GET on a fresh connection; the whole body.

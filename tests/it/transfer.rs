@@ -756,11 +756,17 @@ server_name = "localhost"
     );
     let config = xborder::config::Config::load(&world.path("fi/gateway.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let gateway = xborder::server::Gateway::bind(config).await.unwrap();
-    let local = gateway.local_addr().unwrap();
+    let gateway = xborder::server::Gateway::build(config).await.unwrap();
+    let listeners = xborder::server::Listeners {
+        border: bind_loopback().await,
+        admin: None,
+        ops: None,
+        local: Some(bind_loopback().await),
+    };
+    let local = listeners.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let signal = stop.clone();
-    let fi = tokio::spawn(gateway.run(async move { signal.cancelled().await }));
+    let fi = tokio::spawn(gateway.serve(listeners, async move { signal.cancelled().await }));
 
     // The app files through the sidecar; EE sees FI's gateway as the requester.
     let (status, _, body) = app_request(
@@ -843,7 +849,7 @@ server_name = "localhost"
     let (status, _, _) = app_request(local, Method::GET, "/LV/v1/keys", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     stop.cancel();
-    fi.await.unwrap();
+    fi.await.unwrap().unwrap();
     ee.shutdown().await;
 }
 
