@@ -96,18 +96,7 @@ fn chained_through_a_leaf(world: &World, spiffe_id: &str) -> BorderClient {
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(world.ee.cert_der()).unwrap();
-    let signing = tls::provider()
-        .key_provider
-        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            key.serialize_der(),
-        )))
-        .unwrap();
-    let certified = CertifiedKey::new(vec![cert.der().clone(), not_a_ca.cert_der()], signing);
-    let mut config = (*tls::client_config_with(roots, Arc::new(certified)).unwrap()).clone();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    BorderClient::new(Arc::new(config))
+    client_with_chain(world, cert.der().clone(), &key, vec![not_a_ca.cert_der()])
 }
 
 #[tokio::test]
