@@ -1,7 +1,7 @@
 //! The `ops` listener: plain HTTP for orchestrator probes and Prometheus.
 //!
 //! `/healthz` answers while the process serves; `/readyz` once every listener
-//! is bound (true by construction: this runs only after `Gateway::bind`),
+//! is bound (true by construction: it runs inside `Gateway::serve`, on listeners already bound),
 //! the data directory is writable and the store answers; `/metrics` is the registry.
 
 use std::sync::Arc;

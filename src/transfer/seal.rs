@@ -301,18 +301,18 @@ fn sealed_len(accepted: u64, more: usize) -> Option<usize> {
     }
 }
 
-/// How a transfer's bytes go on their way: sealed with age to the grant's
+/// The envelope a transfer's bytes travel in: sealed with age to the grant's
 /// recipient, or passed through as the data service sent them, for payloads
 /// that are already end-to-end encrypted to the requester (still counted,
 /// hashed and receipted; never copied). One per transfer, owned by its task:
 /// the size difference of the variants costs nothing.
 #[allow(clippy::large_enum_variant)]
-pub enum Wrapper {
+pub enum Envelope {
     Seal(Sealer),
     Pass,
 }
 
-impl Wrapper {
+impl Envelope {
     /// What to send now for the next `data` from the upstream.
     pub fn update(&mut self, data: Bytes) -> Result<Piece, SealError> {
         match self {

@@ -31,7 +31,7 @@ use crate::review::Review;
 use crate::store::StoreError;
 use crate::transfer::quota::{self, ByteQuotas};
 use crate::transfer::receipt::{Incomplete, Receipt, TransferId};
-use crate::transfer::seal::{Digests, Piece, Sealer, Wrapper};
+use crate::transfer::seal::{Digests, Envelope, Piece, Sealer};
 use crate::wire::Body;
 
 /// What the gateway knows of a transfer when it starts.
@@ -126,17 +126,17 @@ impl Transfers {
         let counter = self.quotas.counter(transfer.grant.id, used_bytes);
         let transfers = self.clone();
         self.tasks.spawn(async move {
-            let wrapper = match &recipient {
-                Some(recipient) => Sealer::new(recipient).map(Wrapper::Seal),
-                None => Ok(Wrapper::Pass),
+            let envelope = match &recipient {
+                Some(recipient) => Sealer::new(recipient).map(Envelope::Seal),
+                None => Ok(Envelope::Pass),
             };
-            let queued = match wrapper {
-                Ok(wrapper) => {
+            let queued = match envelope {
+                Ok(envelope) => {
                     transfers
                         .pump(
                             &transfer,
                             upstream,
-                            wrapper,
+                            envelope,
                             &counter,
                             &limiter,
                             &keys,
@@ -189,7 +189,7 @@ impl Transfers {
         &self,
         transfer: &Transfer,
         mut upstream: Body,
-        mut sealer: Wrapper,
+        mut sealer: Envelope,
         counter: &AtomicU64,
         limiter: &RateLimiter,
         keys: &[Key],

@@ -34,19 +34,19 @@ fn frames(plaintext: &[u8], cuts: &[u32]) -> Vec<Bytes> {
     at.windows(2).map(|w| body.slice(w[0]..w[1])).collect()
 }
 
-/// The body through a sealing [`Wrapper`] frame by frame, as a transfer's
+/// The body through a sealing [`Envelope`] frame by frame, as a transfer's
 /// task feeds it: everything sent, and the digests for the receipt.
-fn through(wrapper: Wrapper, frames: Vec<Bytes>) -> (Vec<u8>, Digests) {
-    let mut wrapper = wrapper;
-    let mut sent = if wrapper.seals() {
+fn through(envelope: Envelope, frames: Vec<Bytes>) -> (Vec<u8>, Digests) {
+    let mut envelope = envelope;
+    let mut sent = if envelope.seals() {
         Sent::sealed()
     } else {
         Sent::passed()
     };
     for frame in frames {
-        sent.take(wrapper.update(frame).unwrap());
+        sent.take(envelope.update(frame).unwrap());
     }
-    sent.take(wrapper.finish().unwrap());
+    sent.take(envelope.finish().unwrap());
     sent.done()
 }
 
@@ -67,7 +67,7 @@ proptest! {
         let frames = frames(&plaintext, &cuts);
         prop_assert_eq!(frames.iter().map(Bytes::len).sum::<usize>(), len);
         let sealer = Sealer::new(&identity.to_public()).unwrap();
-        let (ciphertext, digests) = through(Wrapper::Seal(sealer), frames.clone());
+        let (ciphertext, digests) = through(Envelope::Seal(sealer), frames.clone());
         prop_assert!(decrypt(&identity, &ciphertext).unwrap() == plaintext, "len {}", len);
         prop_assert_eq!(digests, Digests {
             plaintext_sha256: sha256(&plaintext),
@@ -79,7 +79,7 @@ proptest! {
         prop_assert!(decrypt(&Identity::generate(), &ciphertext).is_err());
 
         // A pass-through route sends the frames as they came and hashes them once.
-        let (passed, digests) = through(Wrapper::Pass, frames.clone());
+        let (passed, digests) = through(Envelope::Pass, frames.clone());
         prop_assert!(passed == plaintext);
         prop_assert_eq!((digests.plaintext_sha256, digests.ciphertext_sha256), (sha256(&plaintext), sha256(&plaintext)));
         prop_assert_eq!((digests.plaintext_bytes, digests.ciphertext_bytes), (len as u64, len as u64));
@@ -138,7 +138,7 @@ fn the_age_cli_opens_bodies_around_chunk_boundaries_in_odd_frames() {
     ] {
         let plaintext = payload(len);
         let sealer = Sealer::new(&identity.to_public()).unwrap();
-        let (ciphertext, digests) = through(Wrapper::Seal(sealer), frames(&plaintext, cuts));
+        let (ciphertext, digests) = through(Envelope::Seal(sealer), frames(&plaintext, cuts));
         let output = age_cli_decrypt(&identity, &ciphertext);
         assert!(
             output.status.success(),
