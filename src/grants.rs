@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::grant::GrantEnded;
-use crate::metrics::GrantMetrics;
+use prometheus::{IntCounterVec, Opts, Registry};
+
+use crate::grant::Cause;
 use crate::review::Review;
 
 /// Runs until `shutdown` is cancelled.
@@ -73,6 +75,42 @@ pub async fn count_endings(
             }
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+/// Every cause a grant can end with.
+const CAUSES: [Cause; 4] = [
+    Cause::Expired,
+    Cause::Exhausted,
+    Cause::ValidationMissed,
+    Cause::Manual,
+];
+
+/// Metrics of grant endings, counted from `Review::ended`.
+#[derive(Clone)]
+pub struct GrantMetrics {
+    /// `xborder_grant_revocations_total{cause}`.
+    revocations: IntCounterVec,
+}
+
+impl GrantMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let revocations = IntCounterVec::new(
+            Opts::new(
+                "xborder_grant_revocations_total",
+                "Grants ended, by cause (expired, exhausted, validation_missed, manual).",
+            ),
+            &["cause"],
+        )?;
+        registry.register(Box::new(revocations.clone()))?;
+        for cause in CAUSES {
+            revocations.with_label_values(&[cause.as_str()]);
+        }
+        Ok(Self { revocations })
+    }
+
+    pub fn ended(&self, cause: Cause) {
+        self.revocations.with_label_values(&[cause.as_str()]).inc();
     }
 }
 

@@ -46,9 +46,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Timestamp};
-use crate::metrics::NoticeMetrics;
 use crate::store::{Store, StoreError};
+pub use metrics::NoticeMetrics;
 
+mod metrics;
 mod webhook;
 
 #[cfg(test)]

@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::LogKey;
 use crate::config::{self, Config, ConfigErrors};
+use crate::grants::GrantMetrics;
 use crate::identity::Jurisdiction;
-use crate::metrics::{
-    AuditMetrics, CertificateMetrics, GrantMetrics, ListenerMetrics, NoticeMetrics, StoreMetrics,
-};
+use crate::metrics::{AuditMetrics, CertificateMetrics, ListenerMetrics, StoreMetrics};
+use crate::notify::NoticeMetrics;
 use crate::ratelimit::RateLimiter;
 use crate::review::Review;
 use crate::store::postgres::listen;

@@ -5,6 +5,8 @@
 //! rate limits, cut when the grant ends, and closed with a signed receipt.
 
 pub mod check;
+pub mod metrics;
 pub mod stream;
 
+pub use metrics::TransferMetrics;
 pub use stream::Transfers;

@@ -14,11 +14,10 @@ use crate::audit::entry::{Event, Pseudonymiser};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors, StoreSettings};
 use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
+use crate::grants::GrantMetrics;
 use crate::identity::Jurisdiction;
-use crate::metrics::{
-    self, AuditMetrics, CertificateMetrics, GrantMetrics, ListenerMetrics, NoticeMetrics,
-    StoreMetrics, TransferMetrics,
-};
+use crate::metrics::{self, AuditMetrics, CertificateMetrics, ListenerMetrics, StoreMetrics};
+use crate::notify::NoticeMetrics;
 use crate::ratelimit::RateLimiter;
 use crate::review::Review;
 use crate::store::postgres::PostgresStore;
@@ -26,6 +25,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Recorder, Store, StoreError};
 use crate::tls::{self, ServerTls};
 use crate::transfer::receipt::Receipt;
+use crate::transfers::TransferMetrics;
 use crate::transfers::stream::Transfers;
 
 /// What the files a configuration names hold, once all of them are read.

@@ -22,10 +22,10 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::metrics::{CODE_OK, TransferMetrics};
 use crate::clock::Timestamp;
 use crate::grant::GrantEnded;
 use crate::grant::{Cause, Grant, GrantId};
-use crate::metrics::{CODE_OK, TransferMetrics};
 use crate::ratelimit::{Key, RateLimiter};
 use crate::review::Review;
 use crate::store::StoreError;
