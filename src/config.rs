@@ -172,69 +172,6 @@ const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 /// Paths the gateway serves itself; routes may not shadow them.
 const RESERVED_PREFIXES: [&str; 3] = ["/v1/requests", "/v1/transfers", "/v1/keys"];
 
-/// One problem in a configuration file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// The dotted key, e.g. `timeouts.idle` or `trust.FI.ca`; empty for the whole file.
-    pub key: String,
-    pub problem: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.problem)
-        } else {
-            write!(
-                f,
-                "{}: `{}`: {}",
-                self.file.display(),
-                self.key,
-                self.problem
-            )
-        }
-    }
-}
-
-/// Every problem found in a configuration file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, err) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{err}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// What validating a file found: every problem, and a configuration whenever
-/// the file had enough in it to build one. Where a value was bad its default
-/// stands in, so the configuration is only fit for checking the files it
-/// names (`xborder config check`), never for serving: [`Config::load`] and
-/// [`Config::parse`] refuse it whenever `errors` is not empty.
-#[derive(Debug)]
-pub struct Checked {
-    pub config: Option<Config>,
-    pub errors: Vec<ConfigError>,
-}
-
-impl Checked {
-    fn into_result(self) -> Result<Config, ConfigErrors> {
-        match self.config {
-            Some(config) if self.errors.is_empty() => Ok(config),
-            _ => Err(ConfigErrors(self.errors)),
-        }
-    }
-}
-
 impl Config {
     /// Reads and validates `file`, reporting every problem found.
     pub fn load(file: &Path) -> Result<Self, ConfigErrors> {
@@ -314,21 +251,6 @@ impl Config {
             key: key.into(),
             problem: problem.into(),
         }
-    }
-}
-
-struct Errors {
-    file: PathBuf,
-    list: Vec<ConfigError>,
-}
-
-impl Errors {
-    fn push(&mut self, key: impl Into<String>, problem: impl fmt::Display) {
-        self.list.push(ConfigError {
-            file: self.file.clone(),
-            key: key.into(),
-            problem: problem.to_string(),
-        });
     }
 }
 
@@ -869,11 +791,14 @@ impl Validator<'_> {
     }
 }
 
+mod errors;
 mod notify;
 mod raw;
 mod store;
 
 pub use crate::notify::NotifySettings;
+use errors::Errors;
+pub use errors::{Checked, ConfigError, ConfigErrors};
 pub use store::StoreSettings;
 
 #[cfg(test)]
