@@ -71,16 +71,6 @@ impl Default for ReportSettings {
     }
 }
 
-/// A foreign gateway our `local` listener relays to.
-#[derive(Clone, Debug)]
-pub struct Peer {
-    /// Its border listener, `host:port`; a name is resolved at each connect,
-    /// so DNS changes are followed.
-    pub border: String,
-    /// The name its server certificate must carry.
-    pub server_name: String,
-}
-
 impl Config {
     /// Reads and validates `file`, reporting every problem found.
     pub fn load(file: &Path) -> Result<Self, ConfigErrors> {
@@ -164,36 +154,6 @@ impl Config {
 }
 
 impl Validator<'_> {
-    fn peers(&mut self, raw: BTreeMap<String, raw::Peer>) -> BTreeMap<Jurisdiction, Peer> {
-        let mut peers = BTreeMap::new();
-        for (cc, peer) in raw {
-            let Some(jurisdiction) = self.parse::<Jurisdiction>(&format!("peers.{cc}"), &cc) else {
-                continue;
-            };
-            let key = format!("peers.{cc}.border");
-            let parts = peer.border.rsplit_once(':');
-            let Some((host, _)) = parts.filter(|(h, p)| {
-                !h.trim_matches(['[', ']']).is_empty() && p.parse::<u16>().is_ok()
-            }) else {
-                self.errors
-                    .push(key, format!("`{}` is not host:port", peer.border));
-                continue;
-            };
-            let server_name = peer
-                .server_name
-                .unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
-            let border = peer.border;
-            peers.insert(
-                jurisdiction,
-                Peer {
-                    border,
-                    server_name,
-                },
-            );
-        }
-        peers
-    }
-
     fn reports(&mut self, raw: Option<raw::Reports>) -> ReportSettings {
         let mut settings = ReportSettings::default();
         let Some(raw) = raw else {
@@ -250,6 +210,7 @@ mod errors;
 mod keys;
 mod listeners;
 mod notify;
+mod peers;
 mod raw;
 mod routes;
 mod store;
@@ -261,6 +222,7 @@ use errors::Errors;
 pub use errors::{Checked, ConfigError, ConfigErrors};
 pub use keys::{AuditFiles, IdentityFiles, TokenFiles};
 pub use listeners::{Listeners, Timeouts};
+pub use peers::Peer;
 pub use store::StoreSettings;
 pub use trust::TrustAnchor;
 use validate::Validator;
