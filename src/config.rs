@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use crate::identity::Role;
 use crate::identity::{Jurisdiction, SpiffeId};
-use crate::policy::{PairPolicy, Policies, RawPairPolicy};
-use crate::report::Epsilon;
+use crate::policy::Policies;
 pub use crate::transfer::Route;
 
 /// A validated gateway configuration.
@@ -50,25 +49,6 @@ pub struct Config {
     pub policies: Policies,
     /// Foreign gateways the `local` listener relays to, by jurisdiction.
     pub peers: BTreeMap<Jurisdiction, Peer>,
-}
-
-/// Defaults of published transparency reports.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ReportSettings {
-    /// Counts below this (and above zero) are suppressed; 0 or 1: none are.
-    pub k_anonymity: u64,
-    /// Discrete Laplace noise of scale 1/epsilon on each count, within
-    /// [`Epsilon::MIN`]..=[`Epsilon::MAX`]; `None`: no noise.
-    pub epsilon: Option<f64>,
-}
-
-impl Default for ReportSettings {
-    fn default() -> Self {
-        Self {
-            k_anonymity: 5,
-            epsilon: None,
-        }
-    }
 }
 
 impl Config {
@@ -153,65 +133,14 @@ impl Config {
     }
 }
 
-impl Validator<'_> {
-    fn reports(&mut self, raw: Option<raw::Reports>) -> ReportSettings {
-        let mut settings = ReportSettings::default();
-        let Some(raw) = raw else {
-            return settings;
-        };
-        if let Some(k) = raw.k_anonymity {
-            settings.k_anonymity = k;
-        }
-        if let Some(epsilon) = raw.epsilon {
-            match Epsilon::new(epsilon) {
-                Some(_) => settings.epsilon = Some(epsilon),
-                None => self.errors.push(
-                    "reports.epsilon",
-                    format!(
-                        "{} (leave it out for no noise)",
-                        crate::report::epsilon_range_problem(&epsilon.to_string())
-                    ),
-                ),
-            }
-        }
-        settings
-    }
-
-    fn policies(&mut self, raw: BTreeMap<String, BTreeMap<String, RawPairPolicy>>) -> Policies {
-        let mut pairs = Vec::new();
-        for (holder, requesters) in raw {
-            let Some(holder_j) = self.parse::<Jurisdiction>(&format!("policy.{holder}"), &holder)
-            else {
-                continue;
-            };
-            for (requester, raw) in requesters {
-                let prefix = format!("policy.{holder}.{requester}");
-                let Some(requester_j) = self.parse::<Jurisdiction>(&prefix, &requester) else {
-                    continue;
-                };
-                let mut problems = Vec::new();
-                let pair = PairPolicy::from_raw(
-                    holder_j.clone(),
-                    requester_j,
-                    raw,
-                    &mut |key, problem| problems.push((format!("{prefix}.{key}"), problem)),
-                );
-                for (key, problem) in problems {
-                    self.errors.push(key, problem);
-                }
-                pairs.extend(pair);
-            }
-        }
-        Policies::new(pairs)
-    }
-}
-
 mod errors;
 mod keys;
 mod listeners;
 mod notify;
 mod peers;
+mod policies;
 mod raw;
+mod reports;
 mod routes;
 mod store;
 mod trust;
@@ -223,6 +152,7 @@ pub use errors::{Checked, ConfigError, ConfigErrors};
 pub use keys::{AuditFiles, IdentityFiles, TokenFiles};
 pub use listeners::{Listeners, Timeouts};
 pub use peers::Peer;
+pub use reports::ReportSettings;
 pub use store::StoreSettings;
 pub use trust::TrustAnchor;
 use validate::Validator;
