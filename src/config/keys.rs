@@ -46,6 +46,22 @@ pub struct IdentityFiles {
 }
 
 impl Validator<'_> {
+    pub(super) fn identity(&mut self, raw: &raw::Identity) -> IdentityFiles {
+        let identity = IdentityFiles {
+            certificate: self.path(&raw.certificate),
+            key: self.path(&raw.key),
+            client_certificate: raw.client_certificate.as_deref().map(|p| self.path(p)),
+            client_key: raw.client_key.as_deref().map(|p| self.path(p)),
+        };
+        if identity.client_certificate.is_some() != identity.client_key.is_some() {
+            self.errors.push(
+                "identity.client_key",
+                "`identity.client_certificate` and `identity.client_key` go together",
+            );
+        }
+        identity
+    }
+
     pub(super) fn tokens(
         &mut self,
         raw: Option<raw::Tokens>,

@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Config, Errors, IdentityFiles, raw};
+use super::{Config, Errors, raw};
 use crate::clock::parse_duration;
 use crate::identity::Jurisdiction;
 
@@ -24,22 +24,7 @@ impl Validator<'_> {
     pub(super) fn config(&mut self, raw: raw::Config) -> Option<Config> {
         let jurisdiction = self.parse::<Jurisdiction>("jurisdiction", &raw.jurisdiction);
         let listeners = self.listeners(raw.listeners);
-        let identity = IdentityFiles {
-            certificate: self.path(&raw.identity.certificate),
-            key: self.path(&raw.identity.key),
-            client_certificate: raw
-                .identity
-                .client_certificate
-                .as_deref()
-                .map(|p| self.path(p)),
-            client_key: raw.identity.client_key.as_deref().map(|p| self.path(p)),
-        };
-        if identity.client_certificate.is_some() != identity.client_key.is_some() {
-            self.errors.push(
-                "identity.client_key",
-                "`identity.client_certificate` and `identity.client_key` go together",
-            );
-        }
+        let identity = self.identity(&raw.identity);
         let timeouts = self.timeouts(raw.timeouts.unwrap_or_default());
         let reload_interval = raw
             .reload
