@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod entry;
 pub mod export;
 pub mod merkle;
+pub mod pseudonym;
 pub mod verify;
 
 /// The log's name and the Ed25519 key that signs its tree heads. The key's
