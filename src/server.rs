@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::LogKey;
+use crate::clock::Clock;
 use crate::config::{self, Config, ConfigErrors};
 use crate::grants::GrantMetrics;
 use crate::identity::Jurisdiction;
@@ -31,7 +32,7 @@ use crate::notify::NoticeMetrics;
 use crate::ratelimit::RateLimiter;
 use crate::review::Review;
 use crate::store::postgres::listen;
-use crate::store::{Recorder, StoreError};
+use crate::store::{Recorder, Store, StoreError};
 use crate::tls::ServerTls;
 use crate::transfers::stream::Transfers;
 use crate::wire::Body;
@@ -80,6 +81,10 @@ pub(crate) struct Services {
     /// The notice outbox (refreshed at each scrape) and delivery attempts.
     pub notice_metrics: NoticeMetrics,
     pub upstream: proxy::Upstream,
+    /// Reads for the listeners; every change goes through `review` or
+    /// `transfers`, which write it with its audit entries.
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
     pub review: Arc<Review>,
     /// Signs the audit log's tree heads.
     pub log_key: LogKey,

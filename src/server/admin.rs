@@ -108,8 +108,8 @@ async fn dispatch(
                     Some(s) => Some(s.parse::<RequestState>().map_err(Problem::StateConflict)?),
                     None => None,
                 };
-                let now = review.now();
-                let list = review.store.requests(state).await?;
+                let now = services.clock.now();
+                let list = services.store.requests(state).await?;
                 let views: Vec<_> = list.iter().map(|r| request_view(r, now)).collect();
                 Ok(json(StatusCode::OK, &json!({ "requests": views })))
             }
@@ -120,7 +120,10 @@ async fn dispatch(
                     .request(id)
                     .await?
                     .ok_or(Problem::RequestNotFound)?;
-                Ok(json(StatusCode::OK, &request_view(&request, review.now())))
+                Ok(json(
+                    StatusCode::OK,
+                    &request_view(&request, services.clock.now()),
+                ))
             }
             (&Method::POST, [id, "approve"]) => {
                 need(&[Role::Approver], "approver")?;
@@ -146,7 +149,10 @@ async fn dispatch(
                 let id: RequestId = id.parse().map_err(|_| Problem::RequestNotFound)?;
                 let body: ReasonBody = api::json_body(request).await?;
                 let request = review.deny(id, &peer.spiffe_id, &body.reason()?).await?;
-                Ok(json(StatusCode::OK, &request_view(&request, review.now())))
+                Ok(json(
+                    StatusCode::OK,
+                    &request_view(&request, services.clock.now()),
+                ))
             }
             _ => Err(Problem::RouteNotFound),
         };
@@ -159,7 +165,7 @@ async fn dispatch(
                     Some(s) => Some(s.parse::<GrantState>().map_err(Problem::StateConflict)?),
                     None => None,
                 };
-                let list = review.store.grants(state).await?;
+                let list = services.store.grants(state).await?;
                 let views: Vec<_> = list.iter().map(grant_view).collect();
                 Ok(json(StatusCode::OK, &json!({ "grants": views })))
             }
@@ -196,7 +202,7 @@ async fn dispatch(
                     Some(s) => Some(s.parse::<NoticeState>().map_err(Problem::StateConflict)?),
                     None => None,
                 };
-                let list = review.store.notices(state).await?;
+                let list = services.store.notices(state).await?;
                 Ok(json(StatusCode::OK, &json!({ "notices": list })))
             }
             _ => Err(Problem::RouteNotFound),

@@ -36,7 +36,7 @@ pub(super) async fn admin(
     segments: &[&str],
     query: Option<&str>,
 ) -> Result<Response<Body>, Problem> {
-    let store = &services.review.store;
+    let store = &services.store;
     match segments {
         ["checkpoint"] => {
             let (size, root) = store.audit_head().await?;
@@ -100,7 +100,7 @@ pub(super) async fn transparency_report(
     query: Option<&str>,
 ) -> Result<Response<Body>, Problem> {
     let query = ReportQuery::parse(query.unwrap_or("")).map_err(query_problem)?;
-    let store = &services.review.store;
+    let store = &services.store;
     // Decisions and transfers join on earlier entries (a transfer's grant, a
     // request's decision), so the report reads the log from the start.
     let mut entries = Vec::new();
@@ -122,7 +122,7 @@ pub(super) async fn transparency_report(
         epsilon: settings.epsilon.and_then(Epsilon::new),
     };
     let (content_type, body) =
-        report::render(entries, &query, services.review.now(), &defaults).map_err(query_problem)?;
+        report::render(entries, &query, services.clock.now(), &defaults).map_err(query_problem)?;
     Ok(with_type(body.into_bytes(), content_type))
 }
 
@@ -143,7 +143,7 @@ pub(super) async fn receipt_inclusion(
     id: &str,
 ) -> Result<Response<Body>, Problem> {
     let id: TransferId = id.parse().map_err(|_| Problem::TransferNotFound)?;
-    let store = &services.review.store;
+    let store = &services.store;
     let (receipt, _) = store
         .transfer_receipt(id)
         .await?

@@ -264,10 +264,10 @@ async fn transfer(
         route: route.prefix.clone(),
         category: route.category.to_string(),
         target: authorized.target.clone(),
-        started_at: review.now(),
+        started_at: services.clock.now(),
     };
     let opened = tokio::time::Instant::now();
-    let used_bytes = match review.store.open_transfer(&open).await {
+    let used_bytes = match services.store.open_transfer(&open).await {
         Ok(used) => used,
         Err(StoreError::QuotaExhausted { .. }) => {
             services.transfers.exhaust(grant.id).await;
@@ -276,7 +276,7 @@ async fn transfer(
         // The grant ended between the checks and the opening (here or on
         // another replica): say how it ended, as the checks would have.
         Err(StoreError::Conflict(_) | StoreError::NotFound) => {
-            let problem = match review.store.grant(open.grant_id).await {
+            let problem = match services.store.grant(open.grant_id).await {
                 Ok(Some(g)) if g.state == GrantState::Exhausted => Problem::GrantExhausted,
                 Ok(Some(g)) if g.state == GrantState::Expired => Problem::GrantExpired,
                 _ => Problem::GrantRevoked,
@@ -350,7 +350,7 @@ async fn receipt(
     id: &str,
 ) -> Result<Response<Body>, Problem> {
     let id: TransferId = id.parse().map_err(|_| Problem::TransferNotFound)?;
-    let store = &services.review.store;
+    let store = &services.store;
     // Open first: a transfer that closes between the two reads is then
     // answered "still open" (retry), never "unknown".
     let open = store
@@ -394,7 +394,7 @@ async fn status(
     id: &str,
 ) -> Result<Response<Body>, Problem> {
     let id: RequestId = id.parse().map_err(|_| Problem::RequestNotFound)?;
-    let store = &services.review.store;
+    let store = &services.store;
     let request = store
         .request(id)
         .await?

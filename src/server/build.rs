@@ -165,6 +165,8 @@ impl Gateway {
             certificate_metrics,
             notice_metrics,
             upstream,
+            store: review.store.clone(),
+            clock: review.clock.clone(),
             review,
             log_key: files.log_key,
             audit,

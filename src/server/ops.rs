@@ -46,7 +46,7 @@ async fn handle(services: &Services, request: Request<Incoming>) -> Response<Bod
             }
             // A shared store that cannot be reached: transfers are refused
             // (fail closed), so the orchestrator should route elsewhere.
-            match services.review.store.ready().await {
+            match services.store.ready().await {
                 Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
                 Err(e) => {
                     tracing::warn!(error = %e, "not ready: the store cannot be reached");
@@ -75,7 +75,7 @@ async fn handle(services: &Services, request: Request<Incoming>) -> Response<Bod
 async fn refresh(services: &Services) {
     let expiries = services.tls.borrow().expiries.clone();
     services.certificate_metrics.set(&expiries);
-    let store = &services.review.store;
+    let store = &services.store;
     match store.audit_head().await {
         Ok((size, _)) => services.audit_metrics.entries.set(size as i64),
         Err(e) => tracing::warn!(error = %e, "cannot read the audit log's size for the metrics"),
@@ -87,7 +87,7 @@ async fn refresh(services: &Services) {
         (Ok(requests), Ok(grants)) => {
             services
                 .store_metrics
-                .set(&requests, grants.len(), services.review.now());
+                .set(&requests, grants.len(), services.clock.now());
         }
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "cannot read the store for the metrics; serving the last values")

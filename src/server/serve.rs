@@ -41,7 +41,7 @@ impl Gateway {
         };
         let review = &services.review;
         let started = started_event(&services.config, review, &services.log_key);
-        review.store.record(review.now(), started).await?;
+        services.store.record(services.clock.now(), started).await?;
         services.listener_metrics.known_listeners(
             std::iter::once(Listener::Border)
                 .chain(admin.as_ref().map(|_| Listener::Admin))
@@ -89,8 +89,8 @@ impl Gateway {
         }
         acceptors.spawn(grants::run(services.review.clone(), stop_accepting.clone()));
         let notifier = Notifier::new(
-            services.review.store.clone(),
-            services.review.clock.clone(),
+            services.store.clone(),
+            services.clock.clone(),
             services.review.notices.clone(),
             services.config.notify.clone(),
             services.notice_metrics.clone(),
