@@ -32,6 +32,7 @@ use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 mod columns;
 pub mod postgres;
 pub mod sqlite;
+mod transaction;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
