@@ -7,7 +7,10 @@
 //! wholly written or not at all, and an acknowledged write survives a crash.
 //! State transitions are checked inside the transaction (a request is
 //! approved only while pending, a grant ends only while active), so two
-//! replicas racing on the same record cannot both win.
+//! replicas racing on the same record cannot both win. What each write
+//! checks, changes and logs is decided once, in `transaction`, for both
+//! drivers; a driver only reads the rows under its locks and carries the
+//! plan out with its own statements.
 //!
 //! The audit log is kept here for the same reason: every method that changes
 //! state appends the entries that record the change in the same transaction

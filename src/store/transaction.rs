@@ -506,3 +506,6 @@ fn one_more(id: NoticeId, attempts: u64) -> Result<u64, StoreError> {
         .checked_add(1)
         .ok_or_else(|| StoreError::Backend(format!("notice {id}'s attempt count overflows").into()))
 }
+
+#[cfg(test)]
+mod tests;
