@@ -68,6 +68,17 @@ pub(crate) fn check_receipt(receipt: &Receipt) -> Result<(), StoreError> {
     )))
 }
 
+/// Whether a receiver's `status` records notice `id` as delivered: a 2xx.
+/// Checked before anything is read.
+pub(crate) fn check_delivery(id: NoticeId, status: u16) -> Result<(), StoreError> {
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    Err(StoreError::Conflict(format!(
+        "notice {id} is delivered only on a 2xx answer, not {status}"
+    )))
+}
+
 /// Whether `receipt` may close the transfer stored in `state` as `opened`,
 /// read under its lock: still open (a receipt is written once) and the same
 /// transfer as opened. Both stores call it, so they refuse alike.

@@ -22,7 +22,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use super::transaction;
-use super::{Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError, check_receipt};
+use super::{
+    Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError, check_delivery,
+    check_receipt,
+};
 use crate::audit::entry::{Event, Pseudonymiser};
 use crate::audit::merkle::Hash;
 use crate::clock::Timestamp;
@@ -429,7 +432,7 @@ impl Store for PostgresStore {
         status: u16,
     ) -> Result<bool, StoreError> {
         write!(self, |tx| {
-            transaction::check_delivery(id, status)?;
+            check_delivery(id, status)?;
             let found = notices::attempts(&tx, id).await?;
             let plan = transaction::notice_delivered(id, found, at, status)?;
             self.run(&tx, plan).await?

@@ -20,7 +20,10 @@ use rusqlite::Connection;
 use writer::Writer;
 
 use super::transaction;
-use super::{Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError, check_receipt};
+use super::{
+    Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError, check_delivery,
+    check_receipt,
+};
 use crate::audit::entry::{Event, Pseudonymiser};
 use crate::audit::merkle::Hash;
 use crate::clock::Timestamp;
@@ -334,7 +337,7 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         self.writer
             .write(move |conn| {
-                transaction::check_delivery(id, status)?;
+                check_delivery(id, status)?;
                 let found = notices::attempts(conn, id)?;
                 apply::run(conn, transaction::notice_delivered(id, found, at, status)?)
             })

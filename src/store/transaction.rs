@@ -4,14 +4,14 @@
 //! (typed: a [`Request`], a [`Grant`], an opened transfer, a
 //! [`NoticeAttempts`]) and hands them to the function here named after the
 //! [`Store`](super::Store) method. That function decides, with the shared
-//! checks (`admit_*`): it refuses with the error either database gives, or
-//! returns a [`Plan`]: the rows to change and the audit entries that record
-//! the change, in their order, whom other replicas must hear of, and what
-//! the method returns. The driver takes the steps in order, each change
-//! with its own statements and each entry with its own audit append, in
-//! the same transaction. The functions are plain and synchronous, so the SQLite
-//! writer thread and the async PostgreSQL store call the same code, and
-//! the log's order cannot differ between them.
+//! checks (`admit_*`): it refuses, with the same error for either database,
+//! or returns a [`Plan`]: the row changes and the audit entries recording
+//! them, in order; whom other replicas must hear of; and what the method
+//! returns. The driver takes the steps in order, each change with its own
+//! statements and each entry with its own audit append, in the one
+//! transaction. The functions are plain and synchronous, so the SQLite
+//! writer thread and the async PostgreSQL store run the same code, and the
+//! log's order cannot differ between them.
 
 use crate::audit::entry::{Event, Pseudonymiser, text_hash};
 use crate::clock::Timestamp;
@@ -427,19 +427,8 @@ pub(crate) fn seal(
     })
 }
 
-/// Whether a receiver's `status` records notice `id` as delivered: a 2xx.
-/// Checked before anything is read.
-pub(crate) fn check_delivery(id: NoticeId, status: u16) -> Result<(), StoreError> {
-    if (200..300).contains(&status) {
-        return Ok(());
-    }
-    Err(StoreError::Conflict(format!(
-        "notice {id} is delivered only on a 2xx answer, not {status}"
-    )))
-}
-
 /// See `Store::notice_delivered`; `found` is notice `id` as read under its
-/// lock (after [`check_delivery`]).
+/// lock (after `check_delivery`).
 pub(crate) fn notice_delivered(
     id: NoticeId,
     found: Option<NoticeAttempts>,
