@@ -7,7 +7,10 @@
 //! wholly written or not at all, and an acknowledged write survives a crash.
 //! State transitions are checked inside the transaction (a request is
 //! approved only while pending, a grant ends only while active), so two
-//! replicas racing on the same record cannot both win.
+//! replicas racing on the same record cannot both win. What each write
+//! checks, changes and logs is decided once, in `transaction`, for both
+//! drivers; a driver only reads the rows under its locks and carries the
+//! plan out with its own statements.
 //!
 //! The audit log is kept here for the same reason: every method that changes
 //! state appends the entries that record the change in the same transaction
@@ -32,6 +35,7 @@ use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 mod columns;
 pub mod postgres;
 pub mod sqlite;
+mod transaction;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -61,6 +65,17 @@ pub(crate) fn check_receipt(receipt: &Receipt) -> Result<(), StoreError> {
     Err(StoreError::Conflict(format!(
         "the receipt of transfer {} is inconsistent: complete = {}, incomplete = {:?}",
         receipt.transfer_id, receipt.complete, receipt.incomplete
+    )))
+}
+
+/// Whether a receiver's `status` records notice `id` as delivered: a 2xx.
+/// Checked before anything is read.
+pub(crate) fn check_delivery(id: NoticeId, status: u16) -> Result<(), StoreError> {
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    Err(StoreError::Conflict(format!(
+        "notice {id} is delivered only on a 2xx answer, not {status}"
     )))
 }
 

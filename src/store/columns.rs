@@ -15,6 +15,7 @@ use std::str::FromStr;
 use serde::de::DeserializeOwned;
 
 use super::StoreError;
+use super::transaction::NoticeAttempts;
 use crate::clock::Timestamp;
 use crate::grant::{Ending, Grant, Quotas};
 use crate::notice::{Notice, NoticeState, NoticeView};
@@ -224,6 +225,19 @@ pub(crate) fn notice(
         last_error: n.opt_text("last_error")?,
         delivered_at: n.opt_time("delivered_at")?,
         status,
+    })
+}
+
+/// The columns [`notice_attempts`] reads.
+pub(crate) const ATTEMPTS_COLUMNS: &str = "state, grant_id, attempts, due_at";
+
+/// A notice's delivery state, for recording an attempt.
+pub(crate) fn notice_attempts(c: &impl Columns) -> Result<NoticeAttempts, StoreError> {
+    Ok(NoticeAttempts {
+        state: c.parse("state")?,
+        grant: c.parse("grant_id")?,
+        attempts: c.count("attempts")?,
+        due_at: c.time("due_at")?,
     })
 }
 

@@ -21,8 +21,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
-use super::{Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError, admit_validation};
-use crate::audit::entry::{Event, Pseudonymiser, text_hash};
+use super::transaction;
+use super::{
+    Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError, check_delivery,
+    check_receipt,
+};
+use crate::audit::entry::{Event, Pseudonymiser};
 use crate::audit::merkle::Hash;
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId, GrantState};
@@ -31,6 +35,7 @@ use crate::notice::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
 use crate::request::{Approval, Request, RequestId, RequestState};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
+mod apply;
 mod audit;
 pub mod listen;
 mod liveness;
@@ -143,14 +148,6 @@ impl PostgresStore {
             ended,
             rearm,
         }
-    }
-
-    /// Tells every replica's scheduler that `grant`'s due time changed:
-    /// delivered when `tx` commits, never before.
-    async fn notify_due(&self, tx: &Tx<'_>, grant: GrantId) -> Result<(), StoreError> {
-        let payload = listen::due_payload(grant, &self.origin);
-        execute(tx, "SELECT pg_notify($1, $2)", &[&DUE_CHANNEL, &payload]).await?;
-        Ok(())
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -266,19 +263,12 @@ macro_rules! read {
 #[async_trait]
 impl Store for PostgresStore {
     async fn insert_request(&self, request: &Request) -> Result<(), StoreError> {
-        write!(self, |tx| {
-            rows::insert_request(&tx, request).await?;
-            audit::append_all(
-                &tx,
-                request.filed_at,
-                Event::request_filed(request, &self.names),
-            )
-            .await?;
-        })
+        let plan = transaction::insert_request(request, &self.names);
+        write!(self, |tx| self.run(&tx, plan).await?)
     }
 
     async fn request(&self, id: RequestId) -> Result<Option<Request>, StoreError> {
-        read!(self, |tx| rows::request(&tx, id).await?)
+        read!(self, |tx| rows::request(&tx, id, false).await?)
     }
 
     async fn requests(&self, state: Option<RequestState>) -> Result<Vec<Request>, StoreError> {
@@ -294,67 +284,13 @@ impl Store for PostgresStore {
         id: RequestId,
         approval: Approval,
         required: usize,
-        mut grant: Grant,
+        grant: Grant,
         decision: &Decision,
     ) -> Result<Approved, StoreError> {
-        let Decision {
-            policy,
-            notice_after,
-        } = decision;
         write!(self, |tx| {
-            let key = id.to_string();
-            pending(&tx, id).await?;
-            if grant.request_id != id {
-                return Err(StoreError::Conflict(format!(
-                    "grant {} is for request {}, not {id}",
-                    grant.id, grant.request_id
-                )));
-            }
-            rows::insert_approval(&tx, &key, &approval).await?;
-            let approvals = rows::approvals(&tx, &key).await?;
-            audit::append(
-                &tx,
-                approval.at,
-                Event::Approval {
-                    request: id,
-                    by: approval.approver.to_string(),
-                    approvals: approvals.len() as u64,
-                    required: required as u64,
-                    policy: policy.clone(),
-                },
-            )
-            .await?;
-            if approvals.len() < required {
-                Approved::Pending {
-                    approvals: approvals.len(),
-                    required,
-                }
-            } else {
-                grant.approvers = approvals.into_iter().map(|a| a.approver).collect();
-                rows::insert_grant(&tx, &grant).await?;
-                execute(
-                    &tx,
-                    "UPDATE requests SET state = $1, decided_at = $2, decided_by = $3, grant_id = $4 WHERE id = $5",
-                    &[
-                        &RequestState::Approved.as_str(),
-                        &approval.at.unix_ms(),
-                        &approval.approver.as_str(),
-                        &grant.id.to_string(),
-                        &key,
-                    ],
-                )
-                .await?;
-                let notice_due = grant.issued_at.saturating_add(*notice_after);
-                notices::insert(&tx, NoticeId::new(), &grant, notice_due).await?;
-                audit::append(
-                    &tx,
-                    approval.at,
-                    Event::grant_issued(&grant, policy, notice_due),
-                )
-                .await?;
-                self.notify_due(&tx, grant.id).await?;
-                Approved::Granted(Box::new(grant))
-            }
+            let request = rows::request(&tx, id, true).await?;
+            let plan = transaction::approve(id, request, approval, required, grant, decision)?;
+            self.run(&tx, plan).await?
         })
     }
 
@@ -366,31 +302,9 @@ impl Store for PostgresStore {
         at: Timestamp,
     ) -> Result<Request, StoreError> {
         write!(self, |tx| {
-            pending(&tx, id).await?;
-            execute(
-                &tx,
-                "UPDATE requests SET state = $1, decided_at = $2, decided_by = $3, reason = $4 WHERE id = $5",
-                &[
-                    &RequestState::Denied.as_str(),
-                    &at.unix_ms(),
-                    &by.as_str(),
-                    &reason,
-                    &id.to_string(),
-                ],
-            )
-            .await?;
-            let request = rows::request(&tx, id).await?.ok_or(StoreError::NotFound)?;
-            audit::append(
-                &tx,
-                at,
-                Event::RequestDenied {
-                    request: id,
-                    by: by.to_string(),
-                    reason_sha256: text_hash(reason),
-                },
-            )
-            .await?;
-            request
+            let request = rows::request(&tx, id, true).await?;
+            let plan = transaction::deny(id, request, by, reason, at)?;
+            self.run(&tx, plan).await?
         })
     }
 
@@ -410,28 +324,9 @@ impl Store for PostgresStore {
         at: Timestamp,
     ) -> Result<Grant, StoreError> {
         write!(self, |tx| {
-            let mut grant = rows::grant(&tx, id, true)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            admit_validation(&grant, by, at)?;
-            execute(
-                &tx,
-                "UPDATE grants SET validated_by = $1, validated_at = $2 WHERE id = $3",
-                &[&by.as_str(), &at.unix_ms(), &id.to_string()],
-            )
-            .await?;
-            audit::append(
-                &tx,
-                at,
-                Event::GrantValidated {
-                    grant: id,
-                    by: by.to_string(),
-                },
-            )
-            .await?;
-            self.notify_due(&tx, id).await?;
-            grant.validated_by = Some(by.clone());
-            grant
+            let grant = rows::grant(&tx, id, true).await?;
+            let plan = transaction::validate_grant(grant, by, at)?;
+            self.run(&tx, plan).await?
         })
     }
 
@@ -446,35 +341,9 @@ impl Store for PostgresStore {
         write!(self, |tx| {
             // First writer wins: a second ending (another replica's scheduler
             // at the same sunset) waits for the row, then finds it ended.
-            let changed = execute(
-                &tx,
-                "UPDATE grants SET state = $1, ended_cause = $2, ended_at = $3, ended_by = $4, ended_reason = $5 \
-                 WHERE id = $6 AND state = 'active'",
-                &[
-                    &cause.end_state().as_str(),
-                    &cause.as_str(),
-                    &at.unix_ms(),
-                    &by.map(SpiffeId::as_str),
-                    &reason,
-                    &id.to_string(),
-                ],
-            )
-            .await?;
-            let grant = rows::grant(&tx, id, false)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            if changed == 1 {
-                audit::append(
-                    &tx,
-                    at,
-                    Event::grant_ended(id, cause, by.map(SpiffeId::as_str), reason),
-                )
-                .await?;
-                // Delivered to every listening replica when this commits, never before.
-                let payload = listen::payload(id, cause, &self.origin);
-                execute(&tx, "SELECT pg_notify($1, $2)", &[&ENDED_CHANNEL, &payload]).await?;
-            }
-            (changed == 1).then_some(grant)
+            let grant = rows::grant(&tx, id, true).await?;
+            let plan = transaction::end_grant(grant, cause, by, reason, at)?;
+            self.run(&tx, plan).await?
         })
     }
 
@@ -491,13 +360,13 @@ impl Store for PostgresStore {
     }
 
     async fn open_transfer(&self, open: &TransferOpen) -> Result<u64, StoreError> {
-        write!(self, |tx| transfers::open(
-            &tx,
-            open,
-            self.alive.key,
-            &self.names
-        )
-        .await?)
+        write!(self, |tx| {
+            // Locked before the quota is checked, so racing opens on any
+            // number of replicas are counted one at a time.
+            let grant = rows::grant(&tx, open.grant_id, true).await?;
+            let plan = transaction::open_transfer(grant, open, &self.names)?;
+            self.run(&tx, plan).await?
+        })
     }
 
     async fn close_transfer(
@@ -505,7 +374,14 @@ impl Store for PostgresStore {
         receipt: Receipt,
         sign: SignReceipt,
     ) -> Result<(Receipt, String), StoreError> {
-        write!(self, |tx| transfers::close(&tx, receipt, sign).await?)
+        write!(self, |tx| {
+            check_receipt(&receipt)?;
+            let found = transfers::opened(&tx, receipt.transfer_id).await?;
+            let plan = transaction::close_transfer(receipt, found)?;
+            let (receipt, index) = self.run_indexed(&tx, plan).await?;
+            let plan = transaction::seal(receipt, index, sign)?;
+            self.run(&tx, plan).await?
+        })
     }
 
     async fn transfer_receipt(
@@ -555,7 +431,12 @@ impl Store for PostgresStore {
         at: Timestamp,
         status: u16,
     ) -> Result<bool, StoreError> {
-        write!(self, |tx| notices::delivered(&tx, id, at, status).await?)
+        write!(self, |tx| {
+            check_delivery(id, status)?;
+            let found = notices::attempts(&tx, id).await?;
+            let plan = transaction::notice_delivered(id, found, at, status)?;
+            self.run(&tx, plan).await?
+        })
     }
 
     async fn notice_failed(
@@ -565,14 +446,11 @@ impl Store for PostgresStore {
         error: &str,
         next_attempt_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        write!(self, |tx| notices::failed(
-            &tx,
-            id,
-            at,
-            error,
-            next_attempt_at
-        )
-        .await?)
+        write!(self, |tx| {
+            let found = notices::attempts(&tx, id).await?;
+            let plan = transaction::notice_failed(id, found, at, error, next_attempt_at)?;
+            self.run(&tx, plan).await?
+        })
     }
 
     async fn notices(&self, state: Option<NoticeState>) -> Result<Vec<NoticeView>, StoreError> {
@@ -613,17 +491,4 @@ impl Store for PostgresStore {
         client.simple_query("SELECT 1").await?;
         Ok(())
     }
-}
-
-/// Locks request `id` and checks it is pending; `NotFound` or `Conflict` otherwise.
-async fn pending(tx: &Tx<'_>, id: RequestId) -> Result<(), StoreError> {
-    let state = rows::lock_request_state(tx, &id.to_string())
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    if state != RequestState::Pending.as_str() {
-        return Err(StoreError::Conflict(format!(
-            "request {id} is {state}, not pending"
-        )));
-    }
-    Ok(())
 }

@@ -15,12 +15,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 use writer::Writer;
 
-use super::{Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError, admit_validation};
-use crate::audit::entry::{Event, Pseudonymiser, text_hash};
+use super::transaction;
+use super::{
+    Approved, Decision, MAX_AUDIT_PAGE, SignReceipt, Store, StoreError, check_delivery,
+    check_receipt,
+};
+use crate::audit::entry::{Event, Pseudonymiser};
 use crate::audit::merkle::Hash;
 use crate::clock::Timestamp;
 use crate::grant::{Cause, Grant, GrantId, GrantState};
@@ -29,6 +33,7 @@ use crate::notice::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
 use crate::request::{Approval, Request, RequestId, RequestState};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
+mod apply;
 mod audit;
 mod migrations;
 mod notices;
@@ -154,19 +159,8 @@ impl From<rusqlite::Error> for StoreError {
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_request(&self, request: &Request) -> Result<(), StoreError> {
-        let request = request.clone();
-        let names = Arc::clone(&self.names);
-        self.writer
-            .write(move |conn| {
-                rows::insert_request(conn, &request)?;
-                audit::append_all(
-                    conn,
-                    request.filed_at,
-                    Event::request_filed(&request, &names),
-                )?;
-                Ok(())
-            })
-            .await
+        let plan = transaction::insert_request(request, &self.names);
+        self.writer.write(move |conn| apply::run(conn, plan)).await
     }
 
     async fn request(&self, id: RequestId) -> Result<Option<Request>, StoreError> {
@@ -191,66 +185,17 @@ impl Store for SqliteStore {
         id: RequestId,
         approval: Approval,
         required: usize,
-        mut grant: Grant,
+        grant: Grant,
         decision: &Decision,
     ) -> Result<Approved, StoreError> {
-        let Decision {
-            policy,
-            notice_after,
-        } = decision.clone();
-        self.writer.write(move |conn| {
-            let key = id.to_string();
-            pending(conn, id)?;
-            if grant.request_id != id {
-                return Err(StoreError::Conflict(format!(
-                    "grant {} is for request {}, not {id}",
-                    grant.id, grant.request_id
-                )));
-            }
-            conn.execute(
-                "INSERT OR IGNORE INTO approvals (request_id, approver, at) VALUES (?1, ?2, ?3)",
-                params![key, approval.approver.as_str(), approval.at.unix_ms()],
-            )?;
-            let approvals = rows::approvals(conn, &key)?;
-            audit::append(
-                conn,
-                approval.at,
-                Event::Approval {
-                    request: id,
-                    by: approval.approver.to_string(),
-                    approvals: approvals.len() as u64,
-                    required: required as u64,
-                    policy: policy.clone(),
-                },
-            )?;
-            if approvals.len() < required {
-                return Ok(Approved::Pending {
-                    approvals: approvals.len(),
-                    required,
-                });
-            }
-            grant.approvers = approvals.into_iter().map(|a| a.approver).collect();
-            rows::insert_grant(conn, &grant)?;
-            conn.execute(
-                "UPDATE requests SET state = ?1, decided_at = ?2, decided_by = ?3, grant_id = ?4 WHERE id = ?5",
-                params![
-                    RequestState::Approved.as_str(),
-                    approval.at.unix_ms(),
-                    approval.approver.as_str(),
-                    grant.id.to_string(),
-                    key,
-                ],
-            )?;
-            let notice_due = grant.issued_at.saturating_add(notice_after);
-            notices::insert(conn, NoticeId::new(), &grant, notice_due)?;
-            audit::append(
-                conn,
-                approval.at,
-                Event::grant_issued(&grant, &policy, notice_due),
-            )?;
-            Ok(Approved::Granted(Box::new(grant)))
-        })
-        .await
+        let decision = decision.clone();
+        self.writer
+            .write(move |conn| {
+                let request = rows::request(conn, id)?;
+                let plan = transaction::approve(id, request, approval, required, grant, &decision)?;
+                apply::run(conn, plan)
+            })
+            .await
     }
 
     async fn deny(
@@ -262,31 +207,13 @@ impl Store for SqliteStore {
     ) -> Result<Request, StoreError> {
         let by = by.clone();
         let reason = reason.to_owned();
-        self.writer.write(move |conn| {
-            pending(conn, id)?;
-            conn.execute(
-                "UPDATE requests SET state = ?1, decided_at = ?2, decided_by = ?3, reason = ?4 WHERE id = ?5",
-                params![
-                    RequestState::Denied.as_str(),
-                    at.unix_ms(),
-                    by.as_str(),
-                    reason,
-                    id.to_string()
-                ],
-            )?;
-            let request = rows::request(conn, id)?.ok_or(StoreError::NotFound)?;
-            audit::append(
-                conn,
-                at,
-                Event::RequestDenied {
-                    request: id,
-                    by: by.to_string(),
-                    reason_sha256: text_hash(&reason),
-                },
-            )?;
-            Ok(request)
-        })
-        .await
+        self.writer
+            .write(move |conn| {
+                let request = rows::request(conn, id)?;
+                let plan = transaction::deny(id, request, &by, &reason, at)?;
+                apply::run(conn, plan)
+            })
+            .await
     }
 
     async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
@@ -307,22 +234,8 @@ impl Store for SqliteStore {
         let by = by.clone();
         self.writer
             .write(move |conn| {
-                let mut grant = rows::grant(conn, id)?.ok_or(StoreError::NotFound)?;
-                admit_validation(&grant, &by, at)?;
-                conn.execute(
-                    "UPDATE grants SET validated_by = ?1, validated_at = ?2 WHERE id = ?3",
-                    params![by.as_str(), at.unix_ms(), id.to_string()],
-                )?;
-                audit::append(
-                    conn,
-                    at,
-                    Event::GrantValidated {
-                        grant: id,
-                        by: by.to_string(),
-                    },
-                )?;
-                grant.validated_by = Some(by);
-                Ok(grant)
+                let plan = transaction::validate_grant(rows::grant(conn, id)?, &by, at)?;
+                apply::run(conn, plan)
             })
             .await
     }
@@ -337,35 +250,14 @@ impl Store for SqliteStore {
     ) -> Result<Option<Grant>, StoreError> {
         let by = by.cloned();
         let reason = reason.map(str::to_owned);
-        self.writer.write(move |conn| {
-            let changed = conn.execute(
-                "UPDATE grants SET state = ?1, ended_cause = ?2, ended_at = ?3, ended_by = ?4, ended_reason = ?5 \
-                 WHERE id = ?6 AND state = 'active'",
-                params![
-                    cause.end_state().as_str(),
-                    cause.as_str(),
-                    at.unix_ms(),
-                    by.as_ref().map(SpiffeId::as_str),
-                    reason,
-                    id.to_string(),
-                ],
-            )?;
-            let grant = rows::grant(conn, id)?.ok_or(StoreError::NotFound)?;
-            if changed == 1 {
-                audit::append(
-                    conn,
-                    at,
-                    Event::grant_ended(
-                        id,
-                        cause,
-                        by.as_ref().map(SpiffeId::as_str),
-                        reason.as_deref(),
-                    ),
-                )?;
-            }
-            Ok((changed == 1).then_some(grant))
-        })
-        .await
+        self.writer
+            .write(move |conn| {
+                let grant = rows::grant(conn, id)?;
+                let plan =
+                    transaction::end_grant(grant, cause, by.as_ref(), reason.as_deref(), at)?;
+                apply::run(conn, plan)
+            })
+            .await
     }
 
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -389,7 +281,11 @@ impl Store for SqliteStore {
         let open = open.clone();
         let names = Arc::clone(&self.names);
         self.writer
-            .write(move |conn| transfers::open(conn, &open, &names))
+            .write(move |conn| {
+                let grant = rows::grant(conn, open.grant_id)?;
+                let plan = transaction::open_transfer(grant, &open, &names)?;
+                apply::run(conn, plan)
+            })
             .await
     }
 
@@ -399,7 +295,13 @@ impl Store for SqliteStore {
         sign: SignReceipt,
     ) -> Result<(Receipt, String), StoreError> {
         self.writer
-            .write(move |conn| transfers::close(conn, receipt, sign))
+            .write(move |conn| {
+                check_receipt(&receipt)?;
+                let found = transfers::opened(conn, receipt.transfer_id)?;
+                let plan = transaction::close_transfer(receipt, found)?;
+                let (receipt, index) = apply::run_indexed(conn, plan)?;
+                apply::run(conn, transaction::seal(receipt, index, sign)?)
+            })
             .await
     }
 
@@ -434,7 +336,11 @@ impl Store for SqliteStore {
         status: u16,
     ) -> Result<bool, StoreError> {
         self.writer
-            .write(move |conn| notices::delivered(conn, id, at, status))
+            .write(move |conn| {
+                check_delivery(id, status)?;
+                let found = notices::attempts(conn, id)?;
+                apply::run(conn, transaction::notice_delivered(id, found, at, status)?)
+            })
             .await
     }
 
@@ -447,7 +353,11 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let error = error.to_owned();
         self.writer
-            .write(move |conn| notices::failed(conn, id, at, &error, next_attempt_at))
+            .write(move |conn| {
+                let found = notices::attempts(conn, id)?;
+                let plan = transaction::notice_failed(id, found, at, &error, next_attempt_at)?;
+                apply::run(conn, plan)
+            })
             .await
     }
 
@@ -509,15 +419,4 @@ impl Store for SqliteStore {
         })
         .await
     }
-}
-
-/// `Ok` if request `id` exists and is pending; `NotFound` or `Conflict` otherwise.
-fn pending(conn: &Connection, id: RequestId) -> Result<(), StoreError> {
-    let state = rows::request_state(conn, &id.to_string())?.ok_or(StoreError::NotFound)?;
-    if state != RequestState::Pending.as_str() {
-        return Err(StoreError::Conflict(format!(
-            "request {id} is {state}, not pending"
-        )));
-    }
-    Ok(())
 }

@@ -83,19 +83,6 @@ pub(super) async fn append(tx: &Tx<'_>, at: Timestamp, event: Event) -> Result<u
     Ok(index)
 }
 
-/// Appends several events in order; returns the index of the last.
-pub(super) async fn append_all(
-    tx: &Tx<'_>,
-    at: Timestamp,
-    events: impl IntoIterator<Item = Event>,
-) -> Result<Option<u64>, StoreError> {
-    let mut last = None;
-    for event in events {
-        last = Some(append(tx, at, event).await?);
-    }
-    Ok(last)
-}
-
 /// The number of entries, as of the transaction's snapshot.
 pub(super) async fn size(tx: &Tx<'_>) -> Result<u64, StoreError> {
     let row = query_one(tx, "SELECT size FROM audit_head WHERE id = 1", &[]).await?;

@@ -1,17 +1,17 @@
-//! The outbox of data-subject notices in PostgreSQL: inserting one with its
-//! grant, and the notifier's reads and records. A delivery locks its row,
-//! so replicas racing on one notice record it once.
+//! The outbox of data-subject notices in PostgreSQL: the notifier's reads.
+//! Inserting a notice with its grant and recording attempts are planned in
+//! `store::transaction` and written by [`super::apply`]; an attempt locks
+//! the notice's row first, so replicas racing on one notice record it once.
 
 use tokio_postgres::Row;
 
-use super::rows::{Cols, sql_count};
-use super::{Tx, audit, execute, query, query_one, query_opt};
-use crate::audit::entry::Event;
+use super::rows::Cols;
+use super::{Tx, query, query_one, query_opt};
 use crate::clock::Timestamp;
-use crate::grant::Grant;
 use crate::notice::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
-use crate::store::columns::{self, Columns as _};
-use crate::store::{StoreError, stored_error};
+use crate::store::StoreError;
+use crate::store::columns::{self, ATTEMPTS_COLUMNS};
+use crate::store::transaction::NoticeAttempts;
 
 const SELECT: &str = "SELECT n.id, n.grant_id, n.request_id, n.due_at, n.state, n.attempts, \
      n.next_attempt_at, n.last_attempt_at, n.last_error, n.delivered_at, n.status, \
@@ -28,28 +28,6 @@ fn notice_row(row: &Row) -> Result<NoticeView, StoreError> {
         table: "grants",
     };
     columns::notice(&n, &g, n.get::<Option<i32>>("status")?.map(i64::from))
-}
-
-/// Puts `grant`'s notice in the outbox, pending, due at `due_at`.
-pub(super) async fn insert(
-    tx: &Tx<'_>,
-    id: NoticeId,
-    grant: &Grant,
-    due_at: Timestamp,
-) -> Result<(), StoreError> {
-    execute(
-        tx,
-        "INSERT INTO notices (id, grant_id, request_id, due_at, state, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, 'pending', $4)",
-        &[
-            &id.to_string(),
-            &grant.id.to_string(),
-            &grant.request_id.to_string(),
-            &due_at.unix_ms(),
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 pub(super) async fn next_due(tx: &Tx<'_>) -> Result<Option<Timestamp>, StoreError> {
@@ -84,94 +62,25 @@ pub(super) async fn due(
         .collect()
 }
 
-pub(super) async fn delivered(
+/// Notice `id`'s delivery state, its row locked until the transaction
+/// ends, so replicas racing on one notice record it once; `None` if unknown.
+pub(super) async fn attempts(
     tx: &Tx<'_>,
     id: NoticeId,
-    at: Timestamp,
-    status: u16,
-) -> Result<bool, StoreError> {
-    if !(200..300).contains(&status) {
-        return Err(StoreError::Conflict(format!(
-            "notice {id} is delivered only on a 2xx answer, not {status}"
-        )));
-    }
-    let row = query_opt(
+) -> Result<Option<NoticeAttempts>, StoreError> {
+    query_opt(
         tx,
-        "SELECT state, grant_id, attempts FROM notices WHERE id = $1 FOR UPDATE",
+        &format!("SELECT {ATTEMPTS_COLUMNS} FROM notices WHERE id = $1 FOR UPDATE"),
         &[&id.to_string()],
     )
     .await?
-    .ok_or(StoreError::NotFound)?;
-    let c = Cols {
-        row: &row,
-        table: "notices",
-    };
-    if c.text("state")? != NoticeState::Pending.as_str() {
-        return Ok(false);
-    }
-    let grant = c.parse("grant_id")?;
-    let attempts = c
-        .count("attempts")?
-        .checked_add(1)
-        .ok_or_else(|| c.bad("attempts", "overflows"))?;
-    execute(
-        tx,
-        "UPDATE notices SET state = 'delivered', attempts = $1, last_attempt_at = $2, \
-         delivered_at = $2, status = $3 WHERE id = $4",
-        &[
-            &sql_count(attempts, "attempts")?,
-            &at.unix_ms(),
-            &i32::from(status),
-            &id.to_string(),
-        ],
-    )
-    .await?;
-    audit::append(
-        tx,
-        at,
-        Event::NoticeDelivered {
-            notice: id,
-            grant,
-            attempts,
-            status,
-        },
-    )
-    .await?;
-    Ok(true)
-}
-
-pub(super) async fn failed(
-    tx: &Tx<'_>,
-    id: NoticeId,
-    at: Timestamp,
-    error: &str,
-    next_attempt_at: Timestamp,
-) -> Result<bool, StoreError> {
-    let changed = execute(
-        tx,
-        "UPDATE notices SET attempts = attempts + 1, last_attempt_at = $1, last_error = $2, \
-         next_attempt_at = greatest($3, due_at) WHERE id = $4 AND state = 'pending'",
-        &[
-            &at.unix_ms(),
-            &stored_error(error),
-            &next_attempt_at.unix_ms(),
-            &id.to_string(),
-        ],
-    )
-    .await?;
-    if changed == 0 {
-        let exists = query_opt(
-            tx,
-            "SELECT 1 FROM notices WHERE id = $1",
-            &[&id.to_string()],
-        )
-        .await?;
-        return match exists {
-            Some(_) => Ok(false),
-            None => Err(StoreError::NotFound),
-        };
-    }
-    Ok(true)
+    .map(|row| {
+        columns::notice_attempts(&Cols {
+            row: &row,
+            table: "notices",
+        })
+    })
+    .transpose()
 }
 
 pub(super) async fn list(

@@ -121,14 +121,20 @@ pub(super) async fn insert_approval(
     Ok(())
 }
 
-pub(super) async fn request(tx: &Tx<'_>, id: RequestId) -> Result<Option<Request>, StoreError> {
-    let row = query_opt(
-        tx,
-        &format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"),
-        &[&id.to_string()],
-    )
-    .await?;
-    let Some(row) = row else {
+/// One request with its findings and approvals; with `lock`, its row stays
+/// locked until the transaction ends, so a check on it and the change it
+/// guards are not split by a replica.
+pub(super) async fn request(
+    tx: &Tx<'_>,
+    id: RequestId,
+    lock: bool,
+) -> Result<Option<Request>, StoreError> {
+    let sql = if lock {
+        format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1 FOR UPDATE")
+    } else {
+        format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1")
+    };
+    let Some(row) = query_opt(tx, &sql, &[&id.to_string()]).await? else {
         return Ok(None);
     };
     let mut request = request_row(&row)?;
@@ -208,28 +214,6 @@ pub(super) async fn approvals(tx: &Tx<'_>, request_id: &str) -> Result<Vec<Appro
             })
         })
         .collect()
-}
-
-/// The state of a request, locked until the transaction ends; `None` if
-/// there is no such request.
-pub(super) async fn lock_request_state(
-    tx: &Tx<'_>,
-    id: &str,
-) -> Result<Option<String>, StoreError> {
-    let row = query_opt(
-        tx,
-        "SELECT state FROM requests WHERE id = $1 FOR UPDATE",
-        &[&id],
-    )
-    .await?;
-    row.map(|row| {
-        Cols {
-            row: &row,
-            table: "requests",
-        }
-        .text("state")
-    })
-    .transpose()
 }
 
 // ---------------------------------------------------------------------------

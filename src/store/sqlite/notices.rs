@@ -1,20 +1,19 @@
-//! The outbox of data-subject notices: inserting one with its grant, and the
-//! notifier's reads and records.
+//! The outbox of data-subject notices: the notifier's reads. Inserting a
+//! notice with its grant and recording attempts are planned in
+//! `store::transaction` and written by [`super::apply`].
 //!
 //! A notice row holds the delivery's state; what the receiver is told about
 //! the grant (grantee, scope, issue and expiry) is joined from `grants`, so
 //! it is stored once.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
-use super::audit;
-use super::rows::{Cols, sql_count};
-use crate::audit::entry::Event;
+use super::rows::Cols;
 use crate::clock::Timestamp;
-use crate::grant::Grant;
 use crate::notice::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
-use crate::store::columns;
-use crate::store::{StoreError, stored_error};
+use crate::store::StoreError;
+use crate::store::columns::{self, ATTEMPTS_COLUMNS};
+use crate::store::transaction::NoticeAttempts;
 
 const SELECT: &str = "SELECT n.id, n.grant_id, n.request_id, n.due_at, n.state, n.attempts, \
      n.next_attempt_at, n.last_attempt_at, n.last_error, n.delivered_at, n.status, \
@@ -55,27 +54,6 @@ fn collect(
     Ok(out)
 }
 
-/// Puts `grant`'s notice in the outbox, pending, due at `due_at`; inside
-/// the transaction that issues the grant.
-pub(super) fn insert(
-    tx: &Connection,
-    id: NoticeId,
-    grant: &Grant,
-    due_at: Timestamp,
-) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO notices (id, grant_id, request_id, due_at, state, next_attempt_at) \
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?4)",
-    )?
-    .execute(params![
-        id.to_string(),
-        grant.id.to_string(),
-        grant.request_id.to_string(),
-        due_at.unix_ms(),
-    ])?;
-    Ok(())
-}
-
 /// See `Store::next_notice_due`.
 pub(super) fn next_due(conn: &Connection) -> Result<Option<Timestamp>, StoreError> {
     let ms: Option<i64> = conn
@@ -99,89 +77,24 @@ pub(super) fn due(
         .collect())
 }
 
-/// See `Store::notice_delivered`.
-pub(super) fn delivered(
+/// Notice `id`'s delivery state; `None` if unknown.
+pub(super) fn attempts(
     conn: &Connection,
     id: NoticeId,
-    at: Timestamp,
-    status: u16,
-) -> Result<bool, StoreError> {
-    if !(200..300).contains(&status) {
-        return Err(StoreError::Conflict(format!(
-            "notice {id} is delivered only on a 2xx answer, not {status}"
-        )));
-    }
-    let found: Option<(String, String, i64)> = conn
-        .prepare_cached("SELECT state, grant_id, attempts FROM notices WHERE id = ?1")?
-        .query_row([id.to_string()], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+) -> Result<Option<NoticeAttempts>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ATTEMPTS_COLUMNS} FROM notices WHERE id = ?1"
+    ))?;
+    let mut found = stmt.query([id.to_string()])?;
+    found
+        .next()?
+        .map(|row| {
+            columns::notice_attempts(&Cols {
+                row,
+                table: "notices",
+            })
         })
-        .optional()?;
-    let Some((state, grant, attempts)) = found else {
-        return Err(StoreError::NotFound);
-    };
-    if state != NoticeState::Pending.as_str() {
-        return Ok(false);
-    }
-    let grant = grant
-        .parse()
-        .map_err(|e| StoreError::Backend(format!("notices.grant_id: {e}").into()))?;
-    let attempts = u64::try_from(attempts)
-        .ok()
-        .and_then(|a| a.checked_add(1))
-        .ok_or_else(|| StoreError::Backend(format!("notice {id}'s attempt count").into()))?;
-    conn.execute(
-        "UPDATE notices SET state = 'delivered', attempts = ?1, last_attempt_at = ?2, \
-         delivered_at = ?2, status = ?3 WHERE id = ?4",
-        params![
-            sql_count(attempts, "attempts")?,
-            at.unix_ms(),
-            status,
-            id.to_string()
-        ],
-    )?;
-    audit::append(
-        conn,
-        at,
-        Event::NoticeDelivered {
-            notice: id,
-            grant,
-            attempts,
-            status,
-        },
-    )?;
-    Ok(true)
-}
-
-/// See `Store::notice_failed`.
-pub(super) fn failed(
-    conn: &Connection,
-    id: NoticeId,
-    at: Timestamp,
-    error: &str,
-    next_attempt_at: Timestamp,
-) -> Result<bool, StoreError> {
-    let changed = conn.execute(
-        "UPDATE notices SET attempts = attempts + 1, last_attempt_at = ?1, last_error = ?2, \
-         next_attempt_at = max(?3, due_at) WHERE id = ?4 AND state = 'pending'",
-        params![
-            at.unix_ms(),
-            stored_error(error),
-            next_attempt_at.unix_ms(),
-            id.to_string()
-        ],
-    )?;
-    if changed == 0 {
-        let exists: Option<i64> = conn
-            .prepare_cached("SELECT 1 FROM notices WHERE id = ?1")?
-            .query_row([id.to_string()], |row| row.get(0))
-            .optional()?;
-        return match exists {
-            Some(_) => Ok(false),
-            None => Err(StoreError::NotFound),
-        };
-    }
-    Ok(true)
+        .transpose()
 }
 
 /// See `Store::notices`.

@@ -1,7 +1,7 @@
 //! Between rows and the gateway's types, and the statements on requests and
 //! grants. Rows are read through [`Columns`], as in the PostgreSQL store.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 use serde::Deserialize;
 use serde::de::IntoDeserializer;
 
@@ -193,14 +193,6 @@ pub(super) fn approvals(conn: &Connection, request_id: &str) -> Result<Vec<Appro
         });
     }
     Ok(out)
-}
-
-/// The state of a request, `None` if there is no such request.
-pub(super) fn request_state(conn: &Connection, id: &str) -> Result<Option<String>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT state FROM requests WHERE id = ?1")?
-        .query_row([id], |row| row.get(0))
-        .optional()?)
 }
 
 // ---------------------------------------------------------------------------
