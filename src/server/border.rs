@@ -255,6 +255,11 @@ async fn transfer(
         services.transfers.exhaust(grant.id).await;
         return Err(Problem::GrantExhausted.into());
     }
+    // A transfer that reached us as the drain began would likely be cut at
+    // the end of the grace period; another replica can serve it whole.
+    if services.draining.is_cancelled() {
+        return Err(Problem::ShuttingDown.into());
+    }
     // Subscribed before opening, so no ending of the grant slips past the stream.
     let ended = review.ended.subscribe();
     let open = TransferOpen {
