@@ -5,7 +5,7 @@
 use http::{Method, StatusCode};
 use tokio_util::sync::CancellationToken;
 use xborder::config::Config;
-use xborder::server::{Gateway, StartError};
+use xborder::server::{Gateway, Listeners, StartError};
 use xborder::upstream_example;
 
 use crate::support::*;
@@ -33,6 +33,34 @@ async fn a_build_reports_every_bad_file_at_once() {
     }
     // Nothing was opened either: the store comes after the files.
     assert!(!world.path("ee/data").exists());
+    stop.cancel();
+}
+
+/// A local (sidecar) listener handed to a gateway whose configuration has
+/// none is refused before anything is served or logged as started.
+#[tokio::test]
+async fn a_local_listener_the_configuration_lacks_is_refused_before_serving() {
+    let world = World::new();
+    let stop = CancellationToken::new();
+    let upstream = upstream_example::spawn(loopback(), stop.clone())
+        .await
+        .unwrap();
+    let gateway = Gateway::build(world.config(upstream)).await.unwrap();
+    let listeners = Listeners {
+        border: bind_loopback().await,
+        admin: None,
+        ops: None,
+        local: Some(bind_loopback().await),
+    };
+    let border = listeners.border_addr();
+    let e = gateway
+        .serve(listeners, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StartError::LocalUnconfigured), "{e}");
+    assert!(e.to_string().contains("`listeners.local`"), "{e}");
+    // The listeners were dropped unserved.
+    assert!(tokio::net::TcpStream::connect(border).await.is_err());
     stop.cancel();
 }
 
