@@ -48,7 +48,7 @@ mod ops;
 mod proxy;
 mod serve;
 
-pub use build::{load_audit_keys, load_tokens};
+pub use build::check_files;
 
 /// Which TLS listener a connection arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,6 +33,8 @@ use crate::request::{Approval, Request, RequestId, RequestState};
 use crate::transfer::receipt::{Receipt, TransferId, TransferOpen};
 
 mod columns;
+#[cfg(test)]
+mod fixtures;
 pub mod postgres;
 pub mod sqlite;
 mod transaction;

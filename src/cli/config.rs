@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::config::{Checked, Config, ConfigError, ConfigErrors};
-use crate::tls::ServerTls;
+use crate::config::{Checked, Config, ConfigErrors};
 
 #[derive(clap::Subcommand)]
 pub enum ConfigCommand {
@@ -26,7 +25,8 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
         // Files are checked even when values elsewhere were bad: every
         // problem at once, not one stage at a time.
         Some(config) => {
-            for error in files(config) {
+            let files = crate::server::check_files(config).err();
+            for error in files.into_iter().flat_map(|e| e.0) {
                 if !problems.contains(&error) {
                     problems.push(error);
                 }
@@ -55,25 +55,4 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
         config.policies.len()
     );
     Ok(())
-}
-
-/// The problems of every file `config` names: certificates, keys, CRLs,
-/// token and audit keys.
-fn files(config: &Config) -> Vec<ConfigError> {
-    let mut problems = Vec::new();
-    if let Err(errors) = ServerTls::load(config) {
-        problems.extend(errors);
-    }
-    if let Err(errors) = crate::server::load_tokens(config) {
-        problems.extend(errors.0);
-    }
-    if let Err(errors) = crate::server::load_audit_keys(config) {
-        problems.extend(errors.0);
-    }
-    if config.identity.client_certificate.is_some()
-        && let Err(errors) = crate::tls::client_config(config)
-    {
-        problems.extend(errors);
-    }
-    problems
 }

@@ -40,17 +40,19 @@ struct Files {
 
 impl Files {
     /// Reads every file; the problems of all of them, if any, at once.
-    fn load(config: &Config) -> Result<Self, ConfigErrors> {
+    /// `client`: also the outbound TLS identity (the local listener's).
+    fn load(config: &Config, client: bool) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         let tls = ServerTls::load(config).map_err(|e| errors.extend(e)).ok();
         let tokens = load_tokens(config).map_err(|e| errors.extend(e.0)).ok();
         let keys = load_audit_keys(config).map_err(|e| errors.extend(e.0)).ok();
-        let client = match config.listeners.local {
-            Some(_) => tls::client_config(config)
-                .map_err(|e| errors.extend(e))
-                .ok(),
-            None => None,
-        };
+        let client = client
+            .then(|| {
+                tls::client_config(config)
+                    .map_err(|e| errors.extend(e))
+                    .ok()
+            })
+            .flatten();
         match (tls, tokens, keys) {
             (Some(tls), Some(tokens), Some((log_key, pseudonyms))) if errors.is_empty() => {
                 Ok(Self {
@@ -66,12 +68,19 @@ impl Files {
     }
 }
 
+/// The problems of every file `config` names (certificates, keys, CRLs,
+/// token and audit keys, the outbound identity if one is configured), all at
+/// once: what `xborder config check` reports, read as a start reads them.
+pub fn check_files(config: &Config) -> Result<(), ConfigErrors> {
+    Files::load(config, config.identity.client_certificate.is_some()).map(drop)
+}
+
 impl Gateway {
     /// Checks every file `config` names (reporting every problem at once),
     /// prepares the data directory, opens the store, closes the transfers a
     /// previous stop left open, and builds every service. Binds nothing.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let files = Files::load(&config)?;
+        let files = Files::load(&config, config.listeners.local.is_some())?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -216,7 +225,7 @@ pub(super) async fn close_interrupted(
 }
 
 /// The grant token keys and settings `config` names.
-pub fn load_tokens(config: &Config) -> Result<Tokens, ConfigErrors> {
+fn load_tokens(config: &Config) -> Result<Tokens, ConfigErrors> {
     let files = &config.tokens;
     let keys = TokenKeys::load(&files.signing_key, &files.verify_keys)
         .map_err(|e| ConfigErrors(vec![config.error("tokens", e.to_string())]))?;
@@ -232,7 +241,7 @@ pub fn load_tokens(config: &Config) -> Result<Tokens, ConfigErrors> {
 
 /// The key that signs tree heads and the key that pseudonymises targets;
 /// the problems of both, if any.
-pub fn load_audit_keys(config: &Config) -> Result<(LogKey, Pseudonymiser), ConfigErrors> {
+fn load_audit_keys(config: &Config) -> Result<(LogKey, Pseudonymiser), ConfigErrors> {
     let files = &config.audit;
     let log_key = LogKey::load(&files.signing_key, &files.origin)
         .map_err(|e| config.error("audit.signing_key", e.to_string()));

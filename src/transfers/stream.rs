@@ -74,8 +74,9 @@ pub struct Transfers {
     pub review: Arc<Review>,
     pub quotas: ByteQuotas,
     pub metrics: TransferMetrics,
-    /// Cancelled when the drain's grace period is over: streams still
-    /// running are cut, and their receipts say `shutting_down`.
+    /// Cancelled when the drain's grace period is over, just before the
+    /// connections still open are dropped: their transfers' receipts say
+    /// `shutting_down`.
     pub closing: CancellationToken,
     /// Every transfer's task, so the drain can wait for their receipts.
     pub tasks: TaskTracker,
@@ -92,8 +93,6 @@ enum End {
     GrantEnded(Cause),
     UpstreamFailed,
     ClientGone,
-    /// The drain's grace period ran out.
-    ShuttingDown,
 }
 
 impl End {
@@ -104,7 +103,6 @@ impl End {
             Self::GrantEnded(_) => Some("the grant ended"),
             Self::UpstreamFailed => Some("the upstream failed"),
             Self::ClientGone => Some("the client went away"),
-            Self::ShuttingDown => Some("the gateway is shutting down"),
         }
     }
 }
@@ -163,7 +161,6 @@ impl Transfers {
                     outlet.close_queue();
                     let mut end = tokio::select! {
                         biased;
-                        () = transfers.closing.cancelled() => End::ShuttingDown,
                         () = outlet.drained() => End::ClientGone,
                         cause = ended_cause(&mut ended, transfer.grant.id, &transfers.review) => End::GrantEnded(cause),
                     };
@@ -202,7 +199,6 @@ impl Transfers {
             let frame = tokio::select! {
                 biased;
                 cause = ended_cause(ended, grant, &self.review) => break End::GrantEnded(cause),
-                () = self.closing.cancelled() => break End::ShuttingDown,
                 _ = tx.closed() => break End::ClientGone,
                 frame = upstream.frame() => frame,
             };
@@ -220,8 +216,7 @@ impl Transfers {
                 tokio::select! {
                     biased;
                     cause = ended_cause(ended, grant, &self.review) => break End::GrantEnded(cause),
-                    () = self.closing.cancelled() => break End::ShuttingDown,
-                    _ = tx.closed() => break End::ClientGone,
+                        _ = tx.closed() => break End::ClientGone,
                     () = limiter.shape(keys, u32::try_from(allowed).unwrap_or(u32::MAX)) => {}
                 }
                 let sealed = match sealer.update(data.slice(..allowed)) {
@@ -236,8 +231,7 @@ impl Transfers {
                     tokio::select! {
                         biased;
                         cause = ended_cause(ended, grant, &self.review) => break End::GrantEnded(cause),
-                        () = self.closing.cancelled() => break End::ShuttingDown,
-                        sent = tx.send(sealed) => if sent.is_err() { break End::ClientGone },
+                                sent = tx.send(sealed) => if sent.is_err() { break End::ClientGone },
                     }
                 }
             }
@@ -262,7 +256,7 @@ impl Transfers {
             },
             // Anything else leaves the age stream truncated, which decryptors
             // reject, and the response is reset so the client sees the cut.
-            End::GrantEnded(_) | End::UpstreamFailed | End::ClientGone | End::ShuttingDown => {
+            End::GrantEnded(_) | End::UpstreamFailed | End::ClientGone => {
                 sealer.abort();
                 end
             }
@@ -281,8 +275,11 @@ impl Transfers {
             End::GrantEnded(Cause::ValidationMissed) => Some(Incomplete::ValidationMissed),
             End::GrantEnded(Cause::Manual) => Some(Incomplete::Revoked),
             End::UpstreamFailed => Some(Incomplete::UpstreamFailed),
+            // The end of the drain's grace period drops the connections
+            // still open: those transfers lost their client because we
+            // stopped. Told apart here, once, not in the per-chunk loop.
+            End::ClientGone if self.closing.is_cancelled() => Some(Incomplete::ShuttingDown),
             End::ClientGone => Some(Incomplete::ClientGone),
-            End::ShuttingDown => Some(Incomplete::ShuttingDown),
         };
         let receipt = Receipt {
             transfer_id: transfer.id,

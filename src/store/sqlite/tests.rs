@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use super::migrations::{self, MIGRATIONS};
 use super::*;
-use crate::policy::{Finding, Verdict};
-use crate::request::{Period, Scope, Urgency};
+use crate::store::fixtures::{decision, request_due};
 use crate::transfer::receipt::{Incomplete, Receipt, TransferId, TransferOpen};
 
 fn open() -> (tempfile::TempDir, PathBuf, SqliteStore) {
@@ -24,51 +23,6 @@ fn names() -> Pseudonymiser {
 /// A signer that signs nothing: these tests read back what was stored.
 fn jws() -> SignReceipt {
     Box::new(|_| Ok("jws".to_owned()))
-}
-
-fn request() -> Request {
-    let at = Timestamp::from_unix_ms;
-    Request {
-        id: RequestId::new(),
-        requester: "spiffe://fi.xborder.test/police".parse().unwrap(),
-        requester_jurisdiction: "FI".parse().unwrap(),
-        holder: "EE".parse().unwrap(),
-        thumbprint: "tp".into(),
-        scope: Scope {
-            legal_basis: "EIO".into(),
-            purpose: "fraud".into(),
-            categories: vec!["subscriber".parse().unwrap()],
-            targets: vec!["+372 5555 0101".into()],
-            period: Period {
-                from: at(0),
-                to: at(1),
-            },
-            urgency: Urgency::Normal,
-            recipient: "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p".into(),
-            justification: "why".into(),
-        },
-        state: RequestState::Pending,
-        findings: vec![Finding {
-            rule: "legal_basis".into(),
-            verdict: Verdict::Pass,
-            reason: "ok".into(),
-        }],
-        policy_hash: "h".into(),
-        filed_at: at(1_000),
-        deadline: at(2_000),
-        approvals: Vec::new(),
-        decided_at: None,
-        decided_by: None,
-        reason: None,
-        grant_id: None,
-    }
-}
-
-fn decision() -> crate::store::Decision {
-    crate::store::Decision {
-        policy: "policy".into(),
-        notice_after: std::time::Duration::from_secs(60),
-    }
 }
 
 fn sql(store: &SqliteStore, statement: &str) -> rusqlite::Result<usize> {
@@ -116,7 +70,7 @@ fn a_new_file_is_durable_and_at_the_current_version() {
 #[tokio::test]
 async fn reopening_does_not_migrate_again() {
     let (_dir, path, store) = open();
-    let request = request();
+    let request = request_due(Timestamp::from_unix_ms(2_000));
     store.insert_request(&request).await.unwrap();
     drop(store);
     let store = SqliteStore::open(&path, names()).unwrap();
@@ -167,7 +121,7 @@ fn constraints_guard_states_and_links() {
 #[tokio::test]
 async fn a_row_that_does_not_parse_is_a_backend_error_naming_its_column() {
     let (_dir, _path, store) = open();
-    let request = request();
+    let request = request_due(Timestamp::from_unix_ms(2_000));
     store.insert_request(&request).await.unwrap();
     let id = request.id;
 
@@ -189,7 +143,7 @@ async fn a_row_that_does_not_parse_is_a_backend_error_naming_its_column() {
 #[tokio::test]
 async fn a_bad_grant_row_names_its_column() {
     let (_dir, _path, store) = open();
-    let request = request();
+    let request = request_due(Timestamp::from_unix_ms(2_000));
     store.insert_request(&request).await.unwrap();
     let grant = Grant {
         id: GrantId::new(),
@@ -325,7 +279,7 @@ fn transfer_of(grant: &Grant) -> TransferOpen {
 async fn a_version_1_file_migrates_and_keeps_its_grants() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(SqliteStore::FILE_NAME);
-    let request = request();
+    let request = request_due(Timestamp::from_unix_ms(2_000));
     let grant = grant_for(&request);
     {
         let mut conn = Connection::open(&path).unwrap();
@@ -368,7 +322,7 @@ async fn a_version_1_file_migrates_and_keeps_its_grants() {
 #[tokio::test]
 async fn transfer_constraints_keep_open_and_closed_rows_whole() {
     let (_dir, _path, store) = open();
-    let request = request();
+    let request = request_due(Timestamp::from_unix_ms(2_000));
     store.insert_request(&request).await.unwrap();
     let grant = grant_for(&request);
     let approval = Approval {
@@ -421,7 +375,7 @@ async fn transfer_constraints_keep_open_and_closed_rows_whole() {
 #[tokio::test]
 async fn notice_constraints_keep_pending_and_delivered_rows_whole() {
     let (_dir, _path, store) = open();
-    let request = request();
+    let request = request_due(Timestamp::from_unix_ms(2_000));
     store.insert_request(&request).await.unwrap();
     let grant = grant_for(&request);
     let approval = Approval {
@@ -491,7 +445,7 @@ async fn notice_constraints_keep_pending_and_delivered_rows_whole() {
 async fn a_version_3_file_migrates_without_inventing_notices() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(SqliteStore::FILE_NAME);
-    let old = request();
+    let old = request_due(Timestamp::from_unix_ms(2_000));
     let grant = grant_for(&old);
     {
         let mut conn = Connection::open(&path).unwrap();
@@ -511,7 +465,7 @@ async fn a_version_3_file_migrates_without_inventing_notices() {
     assert_eq!(store.next_notice_due().await.unwrap(), None);
 
     // A grant issued from now on gets its notice.
-    let mut next = request();
+    let mut next = request_due(Timestamp::from_unix_ms(2_000));
     next.filed_at = Timestamp::from_unix_ms(5);
     store.insert_request(&next).await.unwrap();
     let approval = Approval {

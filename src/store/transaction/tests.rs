@@ -2,11 +2,8 @@
 //! which order. That both drivers carry a plan out alike is the store
 //! suite's part (`tests/it/store.rs`).
 
-use std::time::Duration;
-
 use super::*;
-use crate::policy::{Finding, Verdict};
-use crate::request::{Period, Scope, Urgency};
+use crate::store::fixtures::{decision, request_due};
 
 fn at(ms: i64) -> Timestamp {
     Timestamp::from_unix_ms(ms)
@@ -16,43 +13,6 @@ fn approval(name: &str, ms: i64) -> Approval {
     Approval {
         approver: format!("spiffe://ee.xborder.test/{name}").parse().unwrap(),
         at: at(ms),
-    }
-}
-
-fn request() -> Request {
-    Request {
-        id: RequestId::new(),
-        requester: "spiffe://fi.xborder.test/police".parse().unwrap(),
-        requester_jurisdiction: "FI".parse().unwrap(),
-        holder: "EE".parse().unwrap(),
-        thumbprint: "tp".into(),
-        scope: Scope {
-            legal_basis: "EIO".into(),
-            purpose: "fraud".into(),
-            categories: vec!["subscriber".parse().unwrap()],
-            targets: vec!["+372 5555 0101".into()],
-            period: Period {
-                from: at(0),
-                to: at(1),
-            },
-            urgency: Urgency::Normal,
-            recipient: "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p".into(),
-            justification: "why".into(),
-        },
-        state: RequestState::Pending,
-        findings: vec![Finding {
-            rule: "legal_basis".into(),
-            verdict: Verdict::Pass,
-            reason: "ok".into(),
-        }],
-        policy_hash: "h".into(),
-        filed_at: at(1_000),
-        deadline: at(100_000),
-        approvals: Vec::new(),
-        decided_at: None,
-        decided_by: None,
-        reason: None,
-        grant_id: None,
     }
 }
 
@@ -79,13 +39,6 @@ fn grant_for(request: &Request) -> Grant {
     }
 }
 
-fn decision() -> Decision {
-    Decision {
-        policy: "policy".into(),
-        notice_after: Duration::from_secs(60),
-    }
-}
-
 /// Each step as `write <change>` or `append <entry kind>`.
 fn steps<T>(plan: &Plan<T>) -> Vec<String> {
     plan.steps
@@ -103,7 +56,7 @@ fn steps<T>(plan: &Plan<T>) -> Vec<String> {
 
 #[test]
 fn an_approval_that_grants_is_logged_before_the_grant_is_written() {
-    let mut request = request();
+    let mut request = request_due(at(100_000));
     request.approvals = vec![approval("anna", 3_000)];
     let grant = grant_for(&request);
     let plan = approve(
@@ -139,7 +92,7 @@ fn an_approval_that_grants_is_logged_before_the_grant_is_written() {
 
 #[test]
 fn a_repeated_approver_is_logged_but_not_written_again() {
-    let mut request = request();
+    let mut request = request_due(at(100_000));
     request.approvals = vec![approval("anna", 3_000)];
     let plan = approve(
         request.id,
@@ -163,7 +116,7 @@ fn a_repeated_approver_is_logged_but_not_written_again() {
 
 #[test]
 fn an_ended_grant_is_left_alone_and_an_unknown_one_is_not_found() {
-    let mut grant = grant_for(&request());
+    let mut grant = grant_for(&request_due(at(100_000)));
     grant.state = GrantState::Revoked;
     let plan = end_grant(Some(grant), Cause::Expired, None, None, at(9_000)).unwrap();
     assert!(plan.steps.is_empty() && plan.announce.is_none() && plan.outcome.is_none());
