@@ -55,7 +55,7 @@ mod webhook;
 #[cfg(test)]
 mod tests;
 
-pub use crate::notice::{Notice, NoticeCounts, NoticeId, NoticeState, NoticeView};
+use crate::notice::Notice;
 pub use webhook::{ATTEMPT_HEADER, IDEMPOTENCY_KEY_HEADER};
 
 /// How many due notices the notifier takes from the store at a time.

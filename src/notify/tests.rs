@@ -22,12 +22,13 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use super::NoticeMetrics;
-use super::{IDEMPOTENCY_KEY_HEADER, NoticeState, NoticeView, Notifier, NotifySettings, backoff};
+use super::{IDEMPOTENCY_KEY_HEADER, Notifier, NotifySettings, backoff};
 use crate::audit::entry::{Entry, Event, Pseudonymiser};
 use crate::clock::{Clock, Timestamp};
 use crate::grant::GrantId;
 use crate::grant::token::{TokenKeys, TokenSettings, Tokens};
 use crate::identity::{PeerIdentity, Thumbprint};
+use crate::notice::{NoticeState, NoticeView};
 use crate::policy::{EmergencyApproval, PairPolicy, Policies};
 use crate::request::{PeriodBody, RequestBody, Urgency};
 use crate::review::{Review, Terms};

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use xborder::audit::entry::{Entry, Event, Pseudonymiser};
 use xborder::clock::Timestamp;
 use xborder::config::Config;
-use xborder::notify::{NoticeState, NoticeView};
+use xborder::notice::{NoticeState, NoticeView};
 use xborder::store::Store;
 use xborder::store::sqlite::SqliteStore;
 

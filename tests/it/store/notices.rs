@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use xborder::audit::entry::{Entry, Event};
 use xborder::grant::Grant;
-use xborder::notify::{NoticeCounts, NoticeId, NoticeState, NoticeView};
+use xborder::notice::{NoticeCounts, NoticeId, NoticeState, NoticeView};
 use xborder::store::sqlite::SqliteStore;
 use xborder::store::{Approved, Decision, Store, StoreError};
 
